@@ -1,0 +1,167 @@
+// store.h: where readings, aggregates and alerts are kept, and how they are read back.
+//
+// Workers write through `Apply`, which applies a WriteBatch atomically together with the
+// worker's checkpoint (its position on the bus): after a crash, a worker resumes from its
+// checkpoint and nothing is counted twice or missed. A batch whose checkpoint is not beyond the
+// stored one has already been applied and is skipped. The dashboard reads through the queries.
+// Implementations: `sqlite_store.cc` (embedded) and, later, `mongo_store.cc`; both pass the
+// conformance suite in tests/unit/store/.
+//
+// Thread-safety: every method may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/alert.h"
+#include "core/reading.h"
+#include "core/result.h"
+#include "core/time.h"
+#include "core/window.h"
+
+namespace iot::store {
+
+struct StoredReading {
+  core::MessageId id;
+  core::Reading reading;
+  friend bool operator==(const StoredReading&, const StoredReading&) = default;
+};
+
+// AggregateDelta is merged into the stored aggregate of its key (created when missing).
+struct AggregateDelta {
+  core::AggregateKey key;
+  core::Accumulator acc;
+};
+
+struct Aggregate {
+  core::AggregateKey key;
+  core::Accumulator acc;
+  friend bool operator==(const Aggregate&, const Aggregate&) = default;
+};
+
+// Checkpoint is a worker's position on the bus: everything before `next_offset` is applied.
+struct Checkpoint {
+  std::string consumer;  // "aggregator" or "alerts"
+  std::int32_t partition = 0;
+  std::int64_t next_offset = 0;
+};
+
+// DeviceUpdate folds a worker's readings of one device into the devices table.
+struct DeviceUpdate {
+  std::string device_id;
+  core::Timestamp first_seen{};  // smallest ts seen in this batch
+  core::Timestamp last_seen{};   // largest ts seen in this batch
+  std::int64_t readings = 0;
+  // The reading with the largest ts of this batch; replaces the stored latest one when newer.
+  core::Reading latest;
+};
+
+struct WriteBatch {
+  std::vector<StoredReading> readings;
+  std::vector<DeviceUpdate> devices;
+  std::vector<AggregateDelta> aggregates;
+  std::vector<core::Alert> alert_upserts;
+  std::vector<std::int64_t> alert_deletes;
+  // ingested counts readings per minute of processing time, for the ingest rate in /stats.
+  std::int64_t ingested = 0;
+  core::Timestamp processed_at{};
+  std::optional<Checkpoint> checkpoint;
+};
+
+// Cursor continues a newest-first listing after the last item of the previous page.
+// It is opaque to clients (see EncodeCursor in the dashboard service).
+struct Cursor {
+  std::int64_t ts_us = 0;  // the sort time of the last item
+  std::int64_t id = 0;     // tie-breaker: the id of the last item
+};
+
+struct TimeRange {
+  std::optional<core::Timestamp> from;  // inclusive
+  std::optional<core::Timestamp> to;    // exclusive
+};
+
+template <typename T>
+struct Page {
+  std::vector<T> items;
+  std::optional<Cursor> next;  // set when more items may follow
+};
+
+struct TelemetryQuery {
+  std::optional<std::string> device_id;
+  TimeRange range;                 // on ts
+  std::size_t limit = 100;
+  std::optional<Cursor> after;
+};
+
+struct AggregateQuery {
+  std::optional<std::string> device_id;
+  std::optional<std::string> sensor_type;
+  std::optional<core::Micros> window;
+  TimeRange range;                 // on window start
+  std::size_t limit = 100;
+  std::optional<Cursor> after;     // ts_us = window start; id = an implementation-defined tiebreak
+};
+
+struct AlertQuery {
+  std::optional<std::string> device_id;
+  std::optional<core::AlertStatus> status;  // nullopt: active and resolved (never pending)
+  TimeRange range;                          // on created_at
+  std::size_t limit = 100;
+  std::optional<Cursor> after;
+};
+
+struct Device {
+  std::string device_id;
+  core::Timestamp first_seen{};
+  core::Timestamp last_seen{};
+  std::int64_t readings = 0;
+  core::Reading latest;
+  friend bool operator==(const Device&, const Device&) = default;
+};
+
+struct DeviceQuery {
+  std::size_t limit = 100;
+  std::optional<std::string> after;  // device ids are listed in ascending order
+  std::optional<std::string> prefix;
+};
+
+struct Stats {
+  std::int64_t devices = 0;
+  std::int64_t readings = 0;
+  std::int64_t aggregates = 0;
+  std::int64_t alerts = 0;
+  std::int64_t active_alerts = 0;
+  // readings processed in the last complete minutes (up to 5) divided by their seconds
+  double ingest_rate_per_s = 0;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Apply writes `batch` atomically with its checkpoint. A batch whose checkpoint is not beyond
+  // the stored one for its (consumer, partition) is skipped (Ok). Raw readings are idempotent on
+  // their MessageId. kUnavailable means: retry later.
+  virtual Status Apply(const WriteBatch& batch) = 0;
+
+  // LoadCheckpoint returns the next offset to consume, or nullopt when the consumer never ran.
+  virtual Result<std::optional<std::int64_t>> LoadCheckpoint(const std::string& consumer,
+                                                             std::int32_t partition) = 0;
+
+  // OpenAlerts returns every pending or active alert (the alerts worker's state at start-up).
+  virtual Result<std::vector<core::Alert>> OpenAlerts() = 0;
+
+  virtual Result<Page<StoredReading>> Telemetry(const TelemetryQuery& q) = 0;
+  virtual Result<Page<Aggregate>> Aggregates(const AggregateQuery& q) = 0;
+  virtual Result<Page<core::Alert>> Alerts(const AlertQuery& q) = 0;
+  virtual Result<std::optional<Device>> FindDevice(const std::string& device_id) = 0;
+  virtual Result<std::vector<Device>> Devices(const DeviceQuery& q) = 0;
+  virtual Result<Stats> GetStats(core::Timestamp now) = 0;
+
+  // Ping answers Ok when the store can serve reads and writes (readiness).
+  virtual Status Ping() = 0;
+};
+
+}  // namespace iot::store
