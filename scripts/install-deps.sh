@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# install-deps.sh: installs what building, running and testing iotd needs, and only what is
+# missing. Idempotent; works as root or through sudo. Called by `make run`, `make test`, `make bench`.
+#
+#   scripts/install-deps.sh            build + run + test dependencies
+#   scripts/install-deps.sh --bench    also the benchmark tools (wrk, nginx)
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential cmake ninja-build pkg-config
+  # product libraries (Debian's packages only)
+  libboost-dev libsimdjson-dev libsqlite3-dev libspdlog-dev libfmt-dev libcli11-dev
+  libyaml-cpp-dev
+  # tests: GoogleTest, promtool (Prometheus), clang + libFuzzer, sqlite3 CLI, python for e2e
+  libgtest-dev libgmock-dev libbenchmark-dev prometheus clang libclang-rt-14-dev
+  clang-format clang-tidy sqlite3 python3 python3-pip curl procps
+)
+if [[ "${1:-}" == "--bench" ]]; then
+  packages+=(wrk nginx-light)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+install_pytest() {
+  # The end-to-end tests use pytest with the first python3 on PATH.
+  if ! python3 -c 'import pytest' 2>/dev/null; then
+    echo "install-deps: installing pytest from PyPI" >&2
+    python3 -m pip install --quiet pytest 2>/dev/null ||
+      python3 -m pip install --quiet --break-system-packages pytest
+  fi
+}
+
+if ((${#missing[@]} == 0)); then
+  install_pytest
+  exit 0
+fi
+
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+  sudo=(sudo)
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_pytest

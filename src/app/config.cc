@@ -1,0 +1,225 @@
+#include "app/config.h"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "core/time.h"
+#include "core/window.h"
+
+namespace iot::app {
+namespace {
+
+// Adds a flag bound to `value`, falling back to the environment variable `env`.
+template <typename T>
+CLI::Option* Opt(CLI::App* app, const std::string& flag, const char* env, T& value,
+                 const std::string& help) {
+  return app->add_option(flag, value, help)->envname(env)->capture_default_str();
+}
+
+void AddNetwork(CLI::App* app, Config& c, bool ingest, bool dashboard, bool aggregator,
+                bool alerts) {
+  Opt(app, "--bind-address", "BIND_ADDRESS", c.bind_address, "Address the HTTP listeners bind to");
+  if (ingest) Opt(app, "--ingest-port", "INGEST_PORT", c.ingest_port, "Ingestion API port");
+  if (dashboard) Opt(app, "--dashboard-port", "DASHBOARD_PORT", c.dashboard_port, "Dashboard API port");
+  if (aggregator)
+    Opt(app, "--aggregator-port", "AGGREGATOR_PORT", c.aggregator_port, "Aggregator metrics/health port");
+  if (alerts) Opt(app, "--alerts-port", "ALERTS_PORT", c.alerts_port, "Alerts worker metrics/health port");
+  Opt(app, "--http-threads", "HTTP_THREADS", c.http_threads, "I/O threads per HTTP listener")
+      ->check(CLI::Range(1, 64));
+}
+
+void AddBackends(CLI::App* app, Config& c, bool uses_bus, bool uses_store) {
+  Opt(app, "--data-dir", "DATA_DIR", c.data_dir, "Directory of the embedded bus and SQLite store");
+  if (uses_bus) {
+    Opt(app, "--bus", "BUS", c.bus, "Message bus: embedded | kafka")
+        ->check(CLI::IsMember({"embedded", "kafka"}));
+    Opt(app, "--sync", "SYNC",  c.sync,
+        "Durability of the embedded bus: full (fsync per group commit) | normal | off")
+        ->check(CLI::IsMember({"full", "normal", "off"}));
+    Opt(app, "--kafka-bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", c.kafka_bootstrap_servers,
+        "Kafka bootstrap servers (BUS=kafka)");
+    Opt(app, "--telemetry-topic", "TELEMETRY_TOPIC", c.telemetry_topic, "Kafka topic for telemetry");
+    Opt(app, "--dlq-topic", "DLQ_TOPIC", c.dlq_topic, "Dead letter queue topic");
+    Opt(app, "--max-retries", "MAX_RETRIES", c.max_retries, "Maximum retry attempts")
+        ->check(CLI::Range(0, 100));
+  }
+  if (uses_store) {
+    Opt(app, "--store", "STORE", c.store, "Store: sqlite | mongodb")
+        ->check(CLI::IsMember({"sqlite", "mongodb"}));
+    Opt(app, "--store-sync", "STORE_SYNC", c.store_sync,
+        "Durability of the SQLite store: full | normal | off (the bus is the source of truth)")
+        ->check(CLI::IsMember({"full", "normal", "off"}));
+    Opt(app, "--mongo-url", "MONGO_URL", c.mongo_url, "MongoDB connection URL (STORE=mongodb)");
+    Opt(app, "--mongo-db", "MONGO_DB", c.mongo_db, "MongoDB database name");
+  }
+}
+
+void AddIngest(CLI::App* app, Config& c) {
+  Opt(app, "--required-sensors", "REQUIRED_SENSORS", c.required_sensors,
+      "Comma-separated sensors every reading must carry (empty: none)");
+  Opt(app, "--max-future", "MAX_FUTURE", c.max_future,
+      "How far in the future a reading's ts may be (e.g. 5m)");
+  Opt(app, "--max-body-bytes", "MAX_BODY_BYTES", c.max_body_bytes, "Largest POST /ingest body")
+      ->check(CLI::Range(std::size_t{256}, std::size_t{1} << 20));
+  Opt(app, "--max-batch-bytes", "MAX_BATCH_BYTES", c.max_batch_bytes,
+      "Largest POST /ingest/batch body")
+      ->check(CLI::Range(std::size_t{1024}, std::size_t{256} << 20));
+  Opt(app, "--batch-max-items", "BATCH_MAX_ITEMS", c.batch_max_items,
+      "Most readings in one POST /ingest/batch")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1000000}));
+  Opt(app, "--bus-max-pending", "BUS_MAX_PENDING", c.bus_max_pending,
+      "Readings waiting for a group commit beyond which ingest answers 503")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100000000}));
+}
+
+void AddAggregator(CLI::App* app, Config& c) {
+  Opt(app, "--agg-windows", "AGG_WINDOWS", c.agg_windows,
+      "Comma-separated tumbling window sizes (e.g. 1m,1h)");
+}
+
+void AddAlerts(CLI::App* app, Config& c) {
+  Opt(app, "--temp-min-threshold", "TEMP_MIN_THRESHOLD", c.temp_min_threshold,
+      "Minimum temperature threshold");
+  Opt(app, "--temp-max-threshold", "TEMP_MAX_THRESHOLD", c.temp_max_threshold,
+      "Maximum temperature threshold");
+  Opt(app, "--humidity-min-threshold", "HUMIDITY_MIN_THRESHOLD", c.humidity_min_threshold,
+      "Minimum humidity threshold");
+  Opt(app, "--humidity-max-threshold", "HUMIDITY_MAX_THRESHOLD", c.humidity_max_threshold,
+      "Maximum humidity threshold");
+  Opt(app, "--rules-file", "RULES_FILE", c.rules_file,
+      "YAML file of per-sensor and per-device alert rules (docs/alerts.md)");
+}
+
+void AddCommon(CLI::App* app, Config& c) {
+  Opt(app, "--log-level", "LOG_LEVEL", c.log_level, "trace | debug | info | warn | error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  Opt(app, "--shutdown-timeout", "SHUTDOWN_TIMEOUT", c.shutdown_timeout,
+      "How long a graceful shutdown may take");
+}
+
+}  // namespace
+
+const char* RoleName(Role role) {
+  switch (role) {
+    case Role::kAll: return "all";
+    case Role::kIngest: return "ingest";
+    case Role::kAggregator: return "aggregator";
+    case Role::kAlerts: return "alerts";
+    case Role::kDashboard: return "dashboard";
+    case Role::kLoadgen: return "loadgen";
+  }
+  return "?";
+}
+
+void BuildCli(CLI::App& app, Config& c) {
+  app.description(
+      "iotd: IoT telemetry ingestion, aggregation, alerting and dashboard.\n"
+      "Every option can also be set through the environment variable shown as (Env:...);\n"
+      "a flag overrides its variable.");
+  app.require_subcommand(1);
+  app.option_defaults()->always_capture_default();
+
+  auto* all = app.add_subcommand("all", "The whole pipeline in one process (embedded bus, SQLite)");
+  all->callback([&c] { c.role = Role::kAll; });
+  AddNetwork(all, c, true, true, false, false);
+  AddBackends(all, c, true, true);
+  AddIngest(all, c);
+  AddAggregator(all, c);
+  AddAlerts(all, c);
+  AddCommon(all, c);
+
+  auto* ingest = app.add_subcommand("ingest", "Ingestion API: validates readings onto the bus");
+  ingest->callback([&c] { c.role = Role::kIngest; });
+  AddNetwork(ingest, c, true, false, false, false);
+  AddBackends(ingest, c, true, false);
+  AddIngest(ingest, c);
+  AddCommon(ingest, c);
+
+  auto* agg = app.add_subcommand("aggregator", "Aggregator worker: raw readings and windows");
+  agg->callback([&c] { c.role = Role::kAggregator; });
+  AddNetwork(agg, c, false, false, true, false);
+  AddBackends(agg, c, true, true);
+  AddAggregator(agg, c);
+  AddCommon(agg, c);
+
+  auto* alerts = app.add_subcommand("alerts", "Alerts worker: threshold rules and alert lifecycle");
+  alerts->callback([&c] { c.role = Role::kAlerts; });
+  AddNetwork(alerts, c, false, false, false, true);
+  AddBackends(alerts, c, true, true);
+  AddAlerts(alerts, c);
+  AddCommon(alerts, c);
+
+  auto* dash = app.add_subcommand("dashboard", "Dashboard API over the store");
+  dash->callback([&c] { c.role = Role::kDashboard; });
+  AddNetwork(dash, c, false, true, false, false);
+  AddBackends(dash, c, false, true);
+  AddCommon(dash, c);
+
+  auto* lg = app.add_subcommand("loadgen", "Load generator (the seed's tools/load_generator.py)");
+  lg->callback([&c] { c.role = Role::kLoadgen; });
+  auto& l = c.loadgen;
+  lg->add_option("--devices", l.devices, "Number of simulated devices")->check(CLI::Range(1, 1000000));
+  lg->add_option("--rps", l.rps, "Requests per second per device (0: unthrottled)")
+      ->check(CLI::Range(0.0, 1e9));
+  lg->add_option("--base-url", l.base_url, "Base URL of the ingestion API");
+  lg->add_option("--duration", l.duration, "Stop after this long (e.g. 30s); default: until Ctrl-C");
+  lg->add_option("--batch", l.batch, "Readings per request to POST /ingest/batch (0: POST /ingest)")
+      ->check(CLI::Range(0, 1000000));
+  lg->add_option("--connections", l.connections, "Concurrent keep-alive connections")
+      ->check(CLI::Range(1, 10000));
+  lg->add_flag("--unthrottled", l.unthrottled, "Send as fast as the connections allow");
+  lg->add_option("--max-error-rate", l.max_error_rate,
+                 "Exit with status 1 when errors / sent exceeds this")
+      ->check(CLI::Range(0.0, 1.0));
+  lg->add_option("--hot-fraction", l.hot_fraction,
+                 "Fraction of readings out of range (to exercise alerts)")
+      ->check(CLI::Range(0.0, 1.0));
+  lg->add_option("--seed", l.seed, "Random seed (0: random)");
+  AddCommon(lg, c);
+}
+
+Status Validate(const Config& c) {
+  if (c.role == Role::kLoadgen) {
+    if (!c.loadgen.duration.empty() && !core::ParseDuration(c.loadgen.duration)) {
+      return MakeError(Errc::kInvalidArgument, "--duration: not a duration: " + c.loadgen.duration);
+    }
+    return Status::Ok();
+  }
+  if (auto w = core::ParseWindows(c.agg_windows); !w) {
+    return MakeError(Errc::kInvalidArgument, "AGG_WINDOWS: " + w.error().message);
+  }
+  if (!core::ParseDuration(c.max_future)) {
+    return MakeError(Errc::kInvalidArgument, "MAX_FUTURE: not a duration: " + c.max_future);
+  }
+  if (!core::ParseDuration(c.shutdown_timeout)) {
+    return MakeError(Errc::kInvalidArgument,
+                     "SHUTDOWN_TIMEOUT: not a duration: " + c.shutdown_timeout);
+  }
+  if (c.temp_min_threshold > c.temp_max_threshold) {
+    return MakeError(Errc::kInvalidArgument, "TEMP_MIN_THRESHOLD is above TEMP_MAX_THRESHOLD");
+  }
+  if (c.humidity_min_threshold > c.humidity_max_threshold) {
+    return MakeError(Errc::kInvalidArgument,
+                     "HUMIDITY_MIN_THRESHOLD is above HUMIDITY_MAX_THRESHOLD");
+  }
+  if (c.role == Role::kAll && c.ingest_port == c.dashboard_port && c.ingest_port != 0) {
+    return MakeError(Errc::kInvalidArgument, "INGEST_PORT and DASHBOARD_PORT are the same");
+  }
+  if (c.bus == "embedded" &&
+      (c.role == Role::kIngest || c.role == Role::kAggregator || c.role == Role::kAlerts)) {
+    return MakeError(Errc::kInvalidArgument,
+                     std::string("the embedded bus lives inside one process: run `iotd all`, or "
+                                 "set BUS=kafka to run `iotd ") +
+                         RoleName(c.role) + "` on its own");
+  }
+  if (c.bus != "embedded") {
+    return MakeError(Errc::kUnavailable, "BUS=" + c.bus + " is not available in this build yet");
+  }
+  if (c.store != "sqlite") {
+    return MakeError(Errc::kUnavailable,
+                     "STORE=" + c.store + " is not available in this build yet");
+  }
+  return Status::Ok();
+}
+
+}  // namespace iot::app

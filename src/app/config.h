@@ -1,0 +1,90 @@
+// config.h: every option of iotd, read from the environment and overridden by flags.
+//
+// Each option has one environment variable (the seed's names where the seed has one) and one
+// flag; `iotd <role> --help` lists them with their defaults. `BuildCli` declares the subcommands
+// on a CLI11 app; after parsing, `Config` holds the values and `Validate` checks what CLI11
+// cannot (window lists, rule files, port clashes).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+
+namespace CLI {
+class App;
+}
+
+namespace iot::app {
+
+enum class Role { kAll, kIngest, kAggregator, kAlerts, kDashboard, kLoadgen };
+
+struct Config {
+  Role role = Role::kAll;
+
+  // Network.
+  std::string bind_address = "0.0.0.0";
+  std::uint16_t ingest_port = 8001;
+  std::uint16_t dashboard_port = 8002;
+  std::uint16_t aggregator_port = 8003;
+  std::uint16_t alerts_port = 8004;
+  int http_threads = 2;
+
+  // Backends.
+  std::string bus = "embedded";  // embedded | kafka
+  std::string store = "sqlite";  // sqlite | mongodb
+  std::string data_dir = "./data";
+  std::string sync = "full";        // the embedded bus: full | normal | off
+  std::string store_sync = "normal";  // the SQLite store: full | normal | off
+
+  // The seed's variables.
+  std::string kafka_bootstrap_servers = "kafka:9092";
+  std::string mongo_url = "mongodb://mongo:27017";
+  std::string mongo_db = "iotdb";
+  std::string telemetry_topic = "telemetry.raw";
+  std::string dlq_topic = "telemetry.dlq";
+  int max_retries = 3;
+  double temp_min_threshold = -10;
+  double temp_max_threshold = 50;
+  double humidity_min_threshold = 0;
+  double humidity_max_threshold = 100;
+
+  // Pipeline.
+  std::string agg_windows = "1m,1h";
+  std::string rules_file;
+  std::string required_sensors = "temperature_c,humidity";
+  std::string max_future = "5m";
+  std::size_t max_body_bytes = 64 * 1024;
+  std::size_t max_batch_bytes = 16 * 1024 * 1024;
+  std::size_t batch_max_items = 10000;
+  std::size_t bus_max_pending = 1000000;
+
+  std::string log_level = "info";
+  std::string shutdown_timeout = "10s";
+
+  // iotd loadgen (the seed's tools/load_generator.py options, and more).
+  struct Loadgen {
+    int devices = 10;
+    double rps = 1.0;
+    std::string base_url = "http://localhost:8001";
+    std::string duration;  // empty: until interrupted
+    int batch = 0;
+    int connections = 8;
+    bool unthrottled = false;
+    double max_error_rate = 0.01;
+    double hot_fraction = 0.0;
+    std::uint64_t seed = 0;
+  } loadgen;
+};
+
+// BuildCli declares the subcommands and their options on `app`, bound to `config`.
+void BuildCli(CLI::App& app, Config& config);
+
+// Validate checks the parsed values; the error names the option.
+Status Validate(const Config& config);
+
+const char* RoleName(Role role);
+
+}  // namespace iot::app

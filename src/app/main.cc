@@ -1,0 +1,34 @@
+// main.cc: iotd's entry point: parse the configuration, then run the chosen role.
+#include <csignal>
+#include <cstdio>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "app/config.h"
+#include "app/logging.h"
+#include "app/run.h"
+
+int main(int argc, char** argv) {
+  iot::app::Config config;
+  CLI::App cli{"iotd"};
+  cli.set_version_flag("--version", "iotd 0.1.0");
+  iot::app::BuildCli(cli, config);
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return cli.exit(e);
+  }
+  if (!iot::app::InitLogging(config.log_level)) {
+    std::fprintf(stderr, "iotd: unknown LOG_LEVEL %s\n", config.log_level.c_str());
+    return 2;
+  }
+  if (iot::Status s = iot::app::Validate(config); !s) {
+    spdlog::critical("invalid configuration: {}", s.error().message);
+    std::fprintf(stderr, "iotd: %s\n", s.error().message.c_str());
+    return 2;
+  }
+  std::signal(SIGPIPE, SIG_IGN);
+  if (config.role == iot::app::Role::kLoadgen) return iot::app::RunLoadgen(config);
+  return iot::app::RunServer(config);
+}

@@ -1,0 +1,323 @@
+#include "app/run.h"
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <spdlog/spdlog.h>
+
+#include "bus/embedded_bus.h"
+#include "core/alert.h"
+#include "core/window.h"
+#include "http/server.h"
+#include "loadgen/load_generator.h"
+#include "metrics/metrics.h"
+#include "services/aggregator.h"
+#include "services/alerter.h"
+#include "services/dashboard_service.h"
+#include "services/ingest_service.h"
+#include "services/ops_routes.h"
+#include "store/sqlite_store.h"
+
+namespace iot::app {
+namespace {
+
+namespace asio = boost::asio;
+
+std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    auto b = item.find_first_not_of(' ');
+    auto e = item.find_last_not_of(' ');
+    if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
+  }
+  return out;
+}
+
+// Listener is one HTTP server with its own I/O threads, so that a slow dashboard query never
+// holds up ingestion.
+class Listener {
+ public:
+  Listener(std::string name, const Config& c, std::uint16_t port,
+           std::shared_ptr<const http::Router> router, services::HttpProbe& probe)
+      : name_(std::move(name)), threads_(c.http_threads) {
+    http::ServerOptions o;
+    o.address = c.bind_address;
+    o.port = port;
+    server_ = std::make_unique<http::Server>(io_, o, std::move(router), probe.Observer(name_));
+  }
+  ~Listener() { Join(std::chrono::seconds(0)); }
+
+  Status Start() {
+    if (Status s = server_->Start(); !s) return s;
+    spdlog::info("{} listening on port {}", name_, server_->port());
+    for (int i = 0; i < threads_; ++i) pool_.emplace_back([this] { io_.run(); });
+    return Status::Ok();
+  }
+  // Stop stops accepting; requests in flight still get their answers.
+  void Stop() { server_->Stop(); }
+  // Join waits for the open connections to finish, up to `grace`, then stops the I/O threads.
+  void Join(std::chrono::milliseconds grace) {
+    auto deadline = std::chrono::steady_clock::now() + grace;
+    while (server_->ActiveConnections() > 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    io_.stop();
+    for (auto& t : pool_) t.join();
+    pool_.clear();
+  }
+  std::uint16_t port() const { return server_->port(); }
+
+ private:
+  std::string name_;
+  int threads_;
+  asio::io_context io_;
+  std::unique_ptr<http::Server> server_;
+  std::vector<std::thread> pool_;
+};
+
+core::ReadingLimits LimitsFrom(const Config& c) {
+  core::ReadingLimits limits;
+  limits.required_sensors = SplitList(c.required_sensors);
+  limits.max_future = *core::ParseDuration(c.max_future);
+  return limits;
+}
+
+Result<core::RuleSet> RulesFrom(const Config& c) {
+  auto defaults = core::RuleSet::Defaults(c.temp_min_threshold, c.temp_max_threshold,
+                                          c.humidity_min_threshold, c.humidity_max_threshold);
+  if (c.rules_file.empty()) return defaults;
+  std::ifstream in(c.rules_file);
+  if (!in) return MakeError(Errc::kInvalidArgument, "cannot read RULES_FILE " + c.rules_file);
+  std::stringstream text;
+  text << in.rdbuf();
+  auto rules = core::RuleSet::FromYaml(text.str(), defaults);
+  if (!rules) {
+    return MakeError(Errc::kInvalidArgument, c.rules_file + ": " + rules.error().message);
+  }
+  return rules;
+}
+
+template <typename Sync>
+Sync SyncFrom(const std::string& s) {
+  if (s == "off") return Sync::kOff;
+  if (s == "normal") return Sync::kNormal;
+  return Sync::kFull;
+}
+
+// SignalWaiter catches SIGINT and SIGTERM from its construction on, so that a signal that
+// arrives during start-up still leads to a graceful shutdown.
+class SignalWaiter {
+ public:
+  SignalWaiter() : signals_(io_, SIGINT, SIGTERM) {
+    signals_.async_wait([this](const boost::system::error_code&, int sig) { received_ = sig; });
+  }
+  // Wait blocks until a signal arrives (or has arrived).
+  void Wait() {
+    io_.run();
+    spdlog::info("received signal {}, shutting down", received_);
+  }
+
+ private:
+  asio::io_context io_;
+  asio::signal_set signals_;
+  int received_ = 0;
+};
+
+int Fail(const char* what, const Status& s) {
+  spdlog::critical("{}: {}", what, s.error().message);
+  return 1;
+}
+
+}  // namespace
+
+int RunServer(const Config& c) {
+  SignalWaiter signals;
+  const core::Clock& clock = core::SystemClock();
+  const auto shutdown_timeout =
+      std::chrono::duration_cast<std::chrono::milliseconds>(*core::ParseDuration(c.shutdown_timeout));
+  metrics::Registry registry;
+  metrics::AddProcessMetrics(registry);
+  services::HttpProbe http_probe(registry);
+
+  std::error_code ec;
+  std::filesystem::create_directories(c.data_dir, ec);
+  if (ec) {
+    spdlog::critical("cannot create DATA_DIR {}: {}", c.data_dir, ec.message());
+    return 1;
+  }
+  const bool runs_ingest = c.role == Role::kAll || c.role == Role::kIngest;
+  const bool runs_dashboard = c.role == Role::kAll || c.role == Role::kDashboard;
+  const bool runs_workers = c.role == Role::kAll;
+
+  // The store.
+  store::SqliteStoreOptions so;
+  so.path = (std::filesystem::path(c.data_dir) / "store.db").string();
+  so.sync = SyncFrom<store::SqliteStoreOptions::Sync>(c.store_sync);
+  auto opened_store = store::SqliteStore::Open(so);
+  if (!opened_store) return Fail("cannot open the store", opened_store.status());
+  std::unique_ptr<store::Store> store = std::move(*opened_store);
+
+  // The bus.
+  std::shared_ptr<bus::EmbeddedBus> bus;
+  std::unique_ptr<bus::Producer> producer;
+  std::unique_ptr<bus::Consumer> agg_consumer, alerts_consumer;
+  if (runs_ingest || runs_workers) {
+    bus::EmbeddedBusOptions bo;
+    bo.path = (std::filesystem::path(c.data_dir) / "bus.db").string();
+    bo.sync = SyncFrom<bus::EmbeddedBusOptions::Sync>(c.sync);
+    bo.max_pending_messages = c.bus_max_pending;
+    auto commit_size = &registry.AddHistogram(
+        "bus_group_commit_messages", "Messages made durable per group commit",
+        {1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384, 65536});
+    auto commit_seconds = &registry.AddHistogram(
+        "bus_group_commit_seconds", "Time to write and sync one group commit",
+        metrics::LatencyBuckets());
+    auto commit_failures = &registry.AddCounter(
+        "bus_group_commit_failures_total", "Group commits that failed (their readings got 503)");
+    bo.on_group_commit = [commit_size, commit_seconds,
+                          commit_failures](const bus::GroupCommitInfo& info) {
+      if (!info.ok) {
+        commit_failures->Inc();
+        return;
+      }
+      commit_size->Observe(static_cast<double>(info.messages));
+      commit_seconds->Observe(info.commit_seconds);
+    };
+    auto opened_bus = bus::EmbeddedBus::Open(bo);
+    if (!opened_bus) return Fail("cannot open the bus", opened_bus.status());
+    bus = std::move(*opened_bus);
+    registry.AddCallbackGauge("bus_pending_messages", "Messages waiting for a group commit",
+                              [b = bus.get()] {
+                                return static_cast<double>(b->GetStats().pending_messages);
+                              });
+    registry.AddCallbackGauge("bus_end_offset", "The next offset the bus will assign",
+                              [b = bus.get()] { return static_cast<double>(b->EndOffset()); });
+    producer = bus->NewProducer();
+    if (runs_workers) {
+      agg_consumer = bus->NewConsumer("aggregator");
+      alerts_consumer = bus->NewConsumer("alerts");
+    }
+  }
+
+  // The workers.
+  std::unique_ptr<services::Aggregator> aggregator;
+  std::unique_ptr<services::Alerter> alerter;
+  if (runs_workers) {
+    auto rules = RulesFrom(c);
+    if (!rules) return Fail("invalid alert rules", rules.status());
+    aggregator = std::make_unique<services::Aggregator>(*core::ParseWindows(c.agg_windows),
+                                                        *agg_consumer, *store, registry, clock);
+    alerter = std::make_unique<services::Alerter>(std::move(*rules), *alerts_consumer, *store,
+                                                  registry);
+    if (Status s = aggregator->Start(); !s) return Fail("cannot start the aggregator", s);
+    if (Status s = alerter->Start(); !s) return Fail("cannot start the alerts worker", s);
+  }
+
+  // The listeners.
+  std::unique_ptr<services::IngestService> ingest;
+  std::unique_ptr<services::DashboardService> dashboard;
+  std::unique_ptr<Listener> ingest_listener, dashboard_listener;
+  auto ready = [&]() -> Status {
+    if (producer && !producer->Ready()) {
+      return MakeError(Errc::kUnavailable, "the bus is not accepting messages");
+    }
+    if (aggregator && !aggregator->Healthy()) {
+      return MakeError(Errc::kUnavailable, "the aggregator cannot write to the store");
+    }
+    if (alerter && !alerter->Healthy()) {
+      return MakeError(Errc::kUnavailable, "the alerts worker cannot write to the store");
+    }
+    return store->Ping();
+  };
+  if (runs_ingest) {
+    services::IngestOptions io;
+    io.limits = LimitsFrom(c);
+    io.max_body_bytes = c.max_body_bytes;
+    io.max_batch_bytes = c.max_batch_bytes;
+    io.batch_max_items = c.batch_max_items;
+    ingest = std::make_unique<services::IngestService>(io, *producer, registry, clock);
+    auto router = std::make_shared<http::Router>();
+    ingest->RegisterRoutes(*router);
+    services::AddOpsRoutes(*router, registry, ready);
+    ingest_listener =
+        std::make_unique<Listener>("ingest", c, c.ingest_port, std::move(router), http_probe);
+    if (Status s = ingest_listener->Start(); !s) return Fail("cannot listen (ingest)", s);
+  }
+  if (runs_dashboard) {
+    dashboard = std::make_unique<services::DashboardService>(*store, clock);
+    auto router = std::make_shared<http::Router>();
+    dashboard->RegisterRoutes(*router);
+    services::AddOpsRoutes(*router, registry, ready);
+    dashboard_listener = std::make_unique<Listener>("dashboard", c, c.dashboard_port,
+                                                    std::move(router), http_probe);
+    if (Status s = dashboard_listener->Start(); !s) return Fail("cannot listen (dashboard)", s);
+  }
+  spdlog::info("iotd {} ready", RoleName(c.role));
+
+  signals.Wait();
+
+  // Graceful shutdown: stop accepting, answer what is in flight, make it durable, then stop the
+  // workers (they resume from their checkpoints at the next start).
+  auto start = std::chrono::steady_clock::now();
+  if (ingest_listener) ingest_listener->Stop();
+  if (dashboard_listener) dashboard_listener->Stop();
+  auto grace = shutdown_timeout * 6 / 10;
+  if (ingest_listener) ingest_listener->Join(grace);
+  if (dashboard_listener) dashboard_listener->Join(std::chrono::milliseconds(500));
+  if (producer) {
+    if (Status s = producer->Flush(shutdown_timeout / 5); !s) {
+      spdlog::warn("bus flush incomplete: {}", s.error().message);
+    }
+  }
+  if (aggregator) aggregator->Stop();
+  if (alerter) alerter->Stop();
+  if (bus) bus->Close();
+  spdlog::info("stopped in {} ms",
+               std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - start)
+                   .count());
+  return 0;
+}
+
+int RunLoadgen(const Config& c) {
+  loadgen::LoadgenOptions o;
+  o.devices = c.loadgen.devices;
+  o.rps = c.loadgen.rps;
+  o.base_url = c.loadgen.base_url;
+  if (!c.loadgen.duration.empty()) {
+    o.duration = std::chrono::duration_cast<std::chrono::milliseconds>(
+        *core::ParseDuration(c.loadgen.duration));
+  }
+  o.batch = c.loadgen.batch;
+  o.connections = c.loadgen.connections;
+  o.unthrottled = c.loadgen.unthrottled || c.loadgen.rps == 0;
+  o.max_error_rate = c.loadgen.max_error_rate;
+  o.hot_fraction = c.loadgen.hot_fraction;
+  o.seed = c.loadgen.seed;
+  loadgen::LoadGenerator generator(o);
+  asio::io_context io;
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&generator](const boost::system::error_code& error, int) {
+    if (!error) generator.Stop();
+  });
+  std::thread signal_thread([&io] { io.run(); });
+  auto summary = generator.Run(std::cerr);
+  loadgen::PrintSummary(std::cout, summary);
+  signals.cancel();
+  signal_thread.join();
+  return loadgen::ExitCodeFor(summary, o);
+}
+
+}  // namespace iot::app

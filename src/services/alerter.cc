@@ -1,0 +1,84 @@
+#include "services/alerter.h"
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "codec/wire.h"
+
+namespace iot::services {
+
+Alerter::Alerter(core::RuleSet rules, bus::Consumer& consumer, store::Store& store,
+                 metrics::Registry& registry, std::size_t max_batch)
+    : Worker(WorkerOptions{.name = "alerts", .max_batch = max_batch}, consumer, store, registry),
+      rules_(std::move(rules)),
+      transitions_(registry.AddCounterFamily(
+          "alerts_transitions_total",
+          "Alert state changes, by the status an alert moved to (deleted: a pending alert that "
+          "never fired)",
+          {"status"})),
+      open_gauge_(registry.AddGauge("alerts_open", "Alerts currently pending or active")) {}
+
+Status Alerter::Restore() {
+  auto open = store().OpenAlerts();
+  if (!open) return open.status();
+  open_.clear();
+  for (auto& alert : *open) {
+    auto key = std::make_pair(alert.device_id, alert.sensor_type);
+    open_[std::move(key)] = std::move(alert);
+  }
+  open_gauge_.Set(static_cast<double>(open_.size()));
+  return Status::Ok();
+}
+
+void Alerter::Build(const std::vector<bus::Record>& records, store::WriteBatch& batch) {
+  // The latest version of every alert touched by this batch, by id.
+  std::unordered_map<std::int64_t, std::size_t> upsert_index;
+  for (const auto& record : records) {
+    auto decoded = codec::DecodePayload(record.payload);
+    if (!decoded) {
+      CountDecodeError(record, decoded.error());
+      continue;
+    }
+    const core::Reading& reading = *decoded;
+    auto id = core::MessageId::Of(record.partition, record.offset).value;
+    for (const auto& sensor : reading.sensors) {
+      const core::AlertRule* rule = rules_.Find(reading.device_id, sensor.name);
+      auto key = std::make_pair(reading.device_id, sensor.name);
+      auto it = open_.find(key);
+      if (rule == nullptr && it == open_.end()) continue;
+      std::optional<core::Alert> current;
+      if (it != open_.end()) current = it->second;
+      if (rule == nullptr) continue;  // the rule was removed: the open alert stays as it is
+      auto t = core::Evaluate(*rule, current, reading.device_id, sensor.name, sensor.value,
+                              reading.ts, id);
+      for (auto& alert : t.upserts) {
+        transitions_.With({core::AlertStatusName(alert.status)}).Inc();
+        auto [pos, inserted] = upsert_index.try_emplace(alert.id, batch.alert_upserts.size());
+        if (inserted) {
+          batch.alert_upserts.push_back(std::move(alert));
+        } else {
+          batch.alert_upserts[pos->second] = std::move(alert);
+        }
+      }
+      for (auto deleted : t.deletes) {
+        transitions_.With({"deleted"}).Inc();
+        batch.alert_deletes.push_back(deleted);
+      }
+      if (t.open) {
+        open_[std::move(key)] = std::move(*t.open);
+      } else if (it != open_.end()) {
+        open_.erase(it);
+      }
+    }
+  }
+  // A pending alert created and deleted within this batch must not be written.
+  if (!batch.alert_deletes.empty()) {
+    std::erase_if(batch.alert_upserts, [&](const core::Alert& a) {
+      return std::find(batch.alert_deletes.begin(), batch.alert_deletes.end(), a.id) !=
+             batch.alert_deletes.end();
+    });
+  }
+  open_gauge_.Set(static_cast<double>(open_.size()));
+}
+
+}  // namespace iot::services

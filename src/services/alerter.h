@@ -1,0 +1,38 @@
+// alerter.h: the alerts worker.
+//
+// Consumes readings from the bus, evaluates every sensor value against its rule (core/alert.h)
+// and stores each alert's lifecycle (pending -> active -> resolved) atomically with the worker's
+// checkpoint. Its state, the open alert of each (device, sensor), is restored from the store at
+// start, so a replay after a crash reproduces exactly the same alerts. See worker.h for the loop.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "core/alert.h"
+#include "services/worker.h"
+
+namespace iot::services {
+
+class Alerter final : public Worker {
+ public:
+  Alerter(core::RuleSet rules, bus::Consumer& consumer, store::Store& store,
+          metrics::Registry& registry, std::size_t max_batch = 50000);
+  ~Alerter() override { Stop(); }
+
+ private:
+  Status Restore() override;
+  void Build(const std::vector<bus::Record>& records, store::WriteBatch& batch) override;
+
+  core::RuleSet rules_;
+  // The open (pending or active) alert of each (device, sensor). Only the worker thread uses it
+  // after Restore.
+  std::map<std::pair<std::string, std::string>, core::Alert, std::less<>> open_;
+  // Probe.
+  metrics::Family<metrics::Counter>& transitions_;
+  metrics::Gauge& open_gauge_;
+};
+
+}  // namespace iot::services

@@ -1,0 +1,43 @@
+// dashboard_service.h: the dashboard API (port 8002), the seed's endpoints over the store.
+//
+//   GET /                                health (the seed's)
+//   GET /telemetry                       raw readings, newest first
+//   GET /aggregated                      window aggregates, newest first
+//   GET /alerts                          alerts (status=active|resolved|pending), newest first
+//   GET /alerts/recent                   alerts created in the last `minutes` (default 60)
+//   GET /devices                         devices with first/last seen, count, latest values
+//   GET /devices/{device_id}             one device
+//   GET /devices/{device_id}/telemetry   one device's readings
+//   GET /devices/{device_id}/aggregates  one device's aggregates (window=, sensor_type=)
+//   GET /stats                           totals and the current ingest rate
+//
+// Lists are JSON arrays. They take `limit` (1..1000, default 100) and `from`/`to` (ISO 8601);
+// when more items follow, the response carries `X-Next-Cursor` and a `Link: <...>; rel="next"`
+// header, and `cursor=` continues after the last item (stable while data arrives).
+// Bad parameters get 422 naming the parameter; an unknown device 404; a store failure 503.
+//
+// Thread-safety: handlers run on the listener's I/O threads and call the store synchronously.
+#pragma once
+
+#include "core/time.h"
+#include "http/router.h"
+#include "store/store.h"
+
+namespace iot::services {
+
+class DashboardService {
+ public:
+  // The store and clock must outlive the service.
+  DashboardService(store::Store& store, const core::Clock& clock);
+  void RegisterRoutes(http::Router& router);
+
+ private:
+  store::Store& store_;
+  const core::Clock& clock_;
+};
+
+// EncodeCursor / DecodeCursor give clients an opaque, URL-safe continuation token.
+std::string EncodeCursor(const store::Cursor& cursor);
+std::optional<store::Cursor> DecodeCursor(std::string_view text);
+
+}  // namespace iot::services

@@ -1,0 +1,194 @@
+#include "services/ingest_service.h"
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/beast/http/verb.hpp>
+#include <fmt/format.h>
+
+#include "codec/json_writer.h"
+#include "codec/reading_json.h"
+#include "codec/wire.h"
+#include "http/response.h"
+
+namespace iot::services {
+namespace {
+
+namespace bh = boost::beast::http;
+
+http::Response Unavailable(const Status& s) {
+  auto r = http::MakeError(503, "unavailable",
+                           s.ok() ? "the bus is not accepting readings" : s.error().message);
+  r.set(bh::field::retry_after, "1");
+  return r;
+}
+
+http::Response DecodeErrorResponse(const codec::DecodeError& e) {
+  if (e.malformed) return http::MakeError(400, "malformed_json", e.error.message);
+  return http::MakeError(422, e.error.code, e.error.message, e.error.field);
+}
+
+bool IsNdjson(const http::Request& request) {
+  auto ct = request[bh::field::content_type];
+  auto semi = ct.find(';');
+  auto media = ct.substr(0, semi == std::string_view::npos ? ct.size() : semi);
+  while (!media.empty() && media.back() == ' ') media.remove_suffix(1);
+  return boost::beast::iequals(media, "application/x-ndjson") ||
+         boost::beast::iequals(media, "application/ndjson");
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+IngestService::IngestService(IngestOptions options, bus::Producer& producer,
+                             metrics::Registry& registry, const core::Clock& clock)
+    : options_(std::move(options)),
+      producer_(producer),
+      clock_(clock),
+      accepted_(registry.AddCounter("ingest_readings_accepted_total",
+                                    "Readings made durable on the bus and acknowledged")),
+      rejected_(registry.AddCounterFamily("ingest_readings_rejected_total",
+                                          "Readings rejected, by reason", {"reason"})),
+      unavailable_(registry.AddCounter(
+          "ingest_readings_unavailable_total",
+          "Readings answered 503 because the bus could not take them")),
+      batch_size_(registry.AddHistogram("ingest_batch_readings",
+                                        "Valid readings per POST /ingest/batch request",
+                                        {1, 10, 100, 500, 1000, 5000, 10000, 100000})),
+      durable_latency_(registry.AddHistogram(
+          "ingest_durable_seconds", "Time from a valid request to the bus's acknowledgement",
+          metrics::LatencyBuckets())) {}
+
+void IngestService::RegisterRoutes(http::Router& router) {
+  http::RouteOptions one;
+  one.max_body_bytes = options_.max_body_bytes;
+  one.content_types = {"application/json"};
+  router.Add(
+      bh::verb::post, "/ingest",
+      [this](const http::Request& req, const http::PathParams&, http::Respond respond) {
+        HandleOne(req, std::move(respond));
+      },
+      one);
+  http::RouteOptions batch;
+  batch.max_body_bytes = options_.max_batch_bytes;
+  batch.content_types = {"application/json", "application/x-ndjson", "application/ndjson"};
+  router.Add(
+      bh::verb::post, "/ingest/batch",
+      [this](const http::Request& req, const http::PathParams&, http::Respond respond) {
+        HandleBatch(req, std::move(respond));
+      },
+      batch);
+}
+
+void IngestService::CountRejected(std::string_view code) { rejected_.With({code}).Inc(); }
+
+void IngestService::HandleOne(const http::Request& request, http::Respond respond) {
+  auto decoded = codec::DecodeReading(request.body(), options_.limits, clock_.Now());
+  if (auto* err = std::get_if<codec::DecodeError>(&decoded)) {
+    CountRejected(err->malformed ? "malformed_json" : err->error.code);
+    respond(DecodeErrorResponse(*err));
+    return;
+  }
+  auto& reading = std::get<core::Reading>(decoded);
+  std::vector<bus::Message> messages(1);
+  messages[0].payload = codec::EncodeWire(reading);
+  messages[0].key = std::move(reading.device_id);
+  std::string body = R"({"status":"queued","device_id":")" + messages[0].key + "\"}";
+  auto start = std::chrono::steady_clock::now();
+  producer_.Produce(std::move(messages), [this, respond = std::move(respond),
+                                          body = std::move(body), start](Status s) mutable {
+    if (!s.ok()) {
+      unavailable_.Inc();
+      respond(Unavailable(s));
+      return;
+    }
+    durable_latency_.Observe(SecondsSince(start));
+    accepted_.Inc();
+    respond(http::MakeJson(202, std::move(body)));
+  });
+}
+
+void IngestService::HandleBatch(const http::Request& request, http::Respond respond) {
+  auto format = IsNdjson(request) ? codec::BatchFormat::kNdjson : codec::BatchFormat::kJsonArray;
+  auto decoded = codec::DecodeBatch(request.body(), format, options_.limits, clock_.Now(),
+                                    options_.batch_max_items);
+  if (auto* err = std::get_if<codec::BatchError>(&decoded)) {
+    switch (err->kind) {
+      case codec::BatchError::kTooManyItems:
+        CountRejected("too_many_items");
+        respond(http::MakeError(413, "too_many_items",
+                                fmt::format("{} (at most {} readings per request)", err->message,
+                                            options_.batch_max_items)));
+        return;
+      case codec::BatchError::kEmpty:
+        CountRejected("empty_batch");
+        respond(http::MakeError(422, "empty_batch", err->message));
+        return;
+      case codec::BatchError::kMalformed:
+        CountRejected("malformed_json");
+        respond(http::MakeError(400, "malformed_json", err->message));
+        return;
+    }
+  }
+  auto& items = std::get<std::vector<codec::BatchItem>>(decoded);
+  std::vector<bus::Message> messages;
+  messages.reserve(items.size());
+  // The errors of rejected items, as a JSON array body fragment.
+  std::string errors;
+  codec::JsonWriter ew(errors);
+  ew.BeginArray();
+  std::size_t rejected = 0;
+  for (auto& item : items) {
+    if (auto* err = std::get_if<codec::DecodeError>(&item.result)) {
+      ++rejected;
+      CountRejected(err->malformed ? "malformed_json" : err->error.code);
+      ew.BeginObject();
+      ew.Key("index");
+      ew.Int(static_cast<std::int64_t>(item.index));
+      ew.Key("field");
+      ew.String(err->error.field);
+      ew.Key("error");
+      ew.String(err->malformed ? std::string_view("malformed_json") : err->error.code);
+      ew.Key("message");
+      ew.String(err->error.message);
+      ew.EndObject();
+      continue;
+    }
+    auto& reading = std::get<core::Reading>(item.result);
+    bus::Message m;
+    m.payload = codec::EncodeWire(reading);
+    m.key = std::move(reading.device_id);
+    messages.push_back(std::move(m));
+  }
+  ew.EndArray();
+  std::size_t accepted = messages.size();
+  auto body = [accepted, rejected, &errors](std::string_view status) {
+    return fmt::format(R"({{"status":"{}","accepted":{},"rejected":{},"errors":{}}})", status,
+                       accepted, rejected, errors);
+  };
+  if (accepted == 0) {
+    respond(http::MakeJson(422, body("rejected")));
+    return;
+  }
+  batch_size_.Observe(static_cast<double>(accepted));
+  auto start = std::chrono::steady_clock::now();
+  producer_.Produce(std::move(messages),
+                    [this, respond = std::move(respond), ok_body = body("queued"), accepted,
+                     start](Status s) mutable {
+                      if (!s.ok()) {
+                        unavailable_.Inc(static_cast<double>(accepted));
+                        respond(Unavailable(s));
+                        return;
+                      }
+                      durable_latency_.Observe(SecondsSince(start));
+                      accepted_.Inc(static_cast<double>(accepted));
+                      respond(http::MakeJson(202, std::move(ok_body)));
+                    });
+}
+
+}  // namespace iot::services
