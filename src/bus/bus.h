@@ -38,7 +38,9 @@ struct Record {
 //
 // Thread-safe. `Produce` returns at once; `done` is called exactly once, on an internal thread,
 // with Ok after every message of the call is durable (all or nothing), or with kUnavailable /
-// kResourceExhausted when the bus cannot take them (the caller answers 503).
+// kResourceExhausted when the bus cannot take them (the caller answers 503), or with
+// kInvalidArgument for a call that can never fit. A call refused at once (closed, full, too
+// large) gets its callback on the calling thread before Produce returns.
 class Producer {
  public:
   virtual ~Producer() = default;
@@ -53,7 +55,9 @@ class Producer {
 // Consumer reads records in offset order per partition.
 //
 // Not thread-safe: one thread polls. `Poll` waits up to `timeout` for records and returns at most
-// `max_records` (an empty vector on timeout).
+// `max_records` (an empty vector on timeout). A position below the retained data continues at
+// the first stored record; once the bus is closed and everything was read, Poll returns
+// kUnavailable.
 class Consumer {
  public:
   virtual ~Consumer() = default;
