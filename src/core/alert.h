@@ -25,6 +25,8 @@
 
 namespace iot::core {
 
+// AlertRule bounds one sensor, for every device or for one. At least one of min / max is set and
+// min <= max; hysteresis >= 0 (RuleSet::FromYaml enforces this for configured rules).
 struct AlertRule {
   std::string sensor_type;
   std::string device_id;  // empty: every device
@@ -36,7 +38,9 @@ struct AlertRule {
 };
 
 enum class AlertStatus { kPending, kActive, kResolved };
+// AlertStatusName returns "pending", "active" or "resolved".
 const char* AlertStatusName(AlertStatus s);
+// ParseAlertStatus is the inverse of AlertStatusName; nullopt for any other text.
 std::optional<AlertStatus> ParseAlertStatus(std::string_view s);
 
 // Alert is the stored document of one episode. Its id is the MessageId of the reading that
@@ -65,14 +69,32 @@ class RuleSet {
   RuleSet() = default;
   explicit RuleSet(std::vector<AlertRule> rules);
 
-  // Defaults builds the seed's rules from its four thresholds.
+  // Defaults builds the seed's rules from its four thresholds: general rules for
+  // "temperature_c" and "humidity", severity "warning", no `for` and no hysteresis.
   static RuleSet Defaults(double temp_min, double temp_max, double humidity_min,
                           double humidity_max);
-  // FromYaml parses a RULES_FILE document (format in docs/alerts.md) and appends the defaults
-  // for sensors it does not mention when `defaults` is given.
-  static Result<RuleSet> FromYaml(std::string_view yaml_text);
+  // FromYaml parses a RULES_FILE document and returns its rules followed by those rules of
+  // `defaults` whose sensor has no general (device-less) rule in the document:
+  //
+  //   rules:
+  //     - sensor: temperature_c   # required, a valid sensor name
+  //       device: dev-1           # optional: the rule applies to this device only
+  //       min: -10                # optional, but at least one of min / max
+  //       max: 50
+  //       severity: critical      # optional, default "warning"
+  //       for: 30s                # optional duration (core::ParseDuration, or 0), default 0
+  //       hysteresis: 1.5         # optional, >= 0, default 0
+  //
+  // An empty document yields the defaults. Unknown keys, values of the wrong type, min > max, a
+  // hysteresis band that leaves no value to resolve at (min + 2 * hysteresis > max), negative
+  // hysteresis and two rules for the same (sensor, device) are kInvalidArgument errors whose
+  // message names the rule (`rules[2].hysteresis: ...`).
+  static Result<RuleSet> FromYaml(std::string_view yaml_text, const RuleSet& defaults);
 
+  // Find returns the rule for `sensor_type` of `device_id`: a rule naming the device wins over a
+  // general rule; nullptr when neither exists. The pointer lives as long as this RuleSet.
   const AlertRule* Find(std::string_view device_id, std::string_view sensor_type) const;
+  // rules returns every rule, in the order given.
   const std::vector<AlertRule>& rules() const { return rules_; }
 
  private:
@@ -90,8 +112,19 @@ struct AlertTransition {
 };
 
 // Evaluate advances the state machine of one (device, sensor) by one reading. `open` is the
-// currently open (pending or active) alert of that pair, if any; `id` is the MessageId of the
-// reading (the id of an alert it opens).
+// currently open (pending or active) alert of that pair, if any (a resolved alert passed here is
+// treated as none); `id` is the MessageId of the reading (the id of an alert it opens).
+//
+// A value violates the rule when it is above `max` ("threshold_high") or below `min`
+// ("threshold_low"). Then:
+//   - no open alert: a new alert opens, active when for_duration is 0, pending otherwise;
+//   - an open alert of the same direction: its value, timestamp, updated_at, count, message,
+//     severity and threshold are refreshed; a pending one becomes active once
+//     ts - created_at >= for_duration;
+//   - an open alert of the other direction: an active one is resolved (resolved_at = ts), a
+//     pending one is deleted (it never fired), and a new alert opens.
+// A value that does not violate the rule deletes a pending alert, resolves an active one when it
+// lies within [min + hysteresis, max - hysteresis], and otherwise changes nothing.
 AlertTransition Evaluate(const AlertRule& rule, const std::optional<Alert>& open,
                          std::string_view device_id, std::string_view sensor_type, double value,
                          Timestamp ts, std::int64_t id);

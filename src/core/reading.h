@@ -73,7 +73,15 @@ bool IsValidSensorName(std::string_view name, std::size_t max_length);
 
 // ValidateReading checks the semantic rules: device id format, sensor names and count, required
 // sensors, finite values, lat in [-90, 90], lon in [-180, 180], ts not later than now + max_future.
-// Returns the first violation, or nullopt when the reading is valid.
+// Returns the first violation, or nullopt when the reading is valid. Codes:
+//   device_id: "invalid_format" (empty or a character outside the set), "too_long";
+//   ts: "out_of_range" (later than now + max_future, or outside the years 1970..9999 that
+//     ParseIso8601 accepts);
+//   lat / lon: "not_finite", "out_of_range";
+//   a sensor (field = its name): "too_long", "invalid_format" (bad name, or one of the reserved
+//     names device_id, ts, lat, lon, id, _id), "duplicate_field", "not_finite";
+//   "sensors": "too_many_fields" (more than max_sensors), "missing" (no sensor at all);
+//   a required sensor (field = its name): "missing".
 std::optional<FieldError> ValidateReading(const Reading& reading, const ReadingLimits& limits,
                                           Timestamp now);
 

@@ -16,10 +16,15 @@
 
 namespace iot::core {
 
-// WindowStart returns the start of the window of `size` that contains `t` (also before 1970).
+// WindowStart returns the start of the window of `size` that contains `t`, that is `t` rounded
+// down (towards the past, also before 1970) to a multiple of `size`. A non-positive `size` returns
+// `t` unchanged; a window starting before the first representable instant returns
+// Timestamp::min().
 Timestamp WindowStart(Timestamp t, Micros size);
 
-// ParseWindows parses a comma-separated list such as "1m,1h" into distinct, ascending sizes.
+// ParseWindows parses a comma-separated list such as "1m,1h" (spaces around items allowed) into
+// distinct, ascending sizes. An empty list or an item that core::ParseDuration rejects is a
+// kInvalidArgument error.
 Result<std::vector<Micros>> ParseWindows(std::string_view text);
 
 struct Accumulator {
@@ -54,6 +59,7 @@ struct AggregateKey {
   friend auto operator<=>(const AggregateKey&, const AggregateKey&) = default;
 };
 
+// AggregateKeyHash hashes every field of an AggregateKey, for unordered containers.
 struct AggregateKeyHash {
   std::size_t operator()(const AggregateKey& k) const noexcept;
 };
