@@ -175,6 +175,7 @@ void BuildCli(CLI::App& app, Config& c) {
                  "Fraction of readings out of range (to exercise alerts)")
       ->check(CLI::Range(0.0, 1.0));
   lg->add_option("--seed", l.seed, "Random seed (0: random)");
+  lg->add_option("--timeout", l.timeout, "Limit of each connect and request (e.g. 10s)");
   AddCommon(lg, c);
 }
 
@@ -182,6 +183,9 @@ Status Validate(const Config& c) {
   if (c.role == Role::kLoadgen) {
     if (!c.loadgen.duration.empty() && !core::ParseDuration(c.loadgen.duration)) {
       return MakeError(Errc::kInvalidArgument, "--duration: not a duration: " + c.loadgen.duration);
+    }
+    if (!core::ParseDuration(c.loadgen.timeout)) {
+      return MakeError(Errc::kInvalidArgument, "--timeout: not a duration: " + c.loadgen.timeout);
     }
     return Status::Ok();
   }

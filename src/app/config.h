@@ -76,6 +76,7 @@ struct Config {
     double max_error_rate = 0.01;
     double hot_fraction = 0.0;
     std::uint64_t seed = 0;
+    std::string timeout = "10s";
   } loadgen;
 };
 

@@ -306,6 +306,12 @@ int RunLoadgen(const Config& c) {
   o.max_error_rate = c.loadgen.max_error_rate;
   o.hot_fraction = c.loadgen.hot_fraction;
   o.seed = c.loadgen.seed;
+  o.request_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+      *core::ParseDuration(c.loadgen.timeout));
+  if (Status s = loadgen::ValidateOptions(o); !s) {
+    std::cerr << "iotd loadgen: " << s.error().message << "\n";
+    return 2;
+  }
   loadgen::LoadGenerator generator(o);
   asio::io_context io;
   asio::signal_set signals(io, SIGINT, SIGTERM);

@@ -19,6 +19,10 @@ namespace {
 namespace bh = boost::beast::http;
 
 http::Response Unavailable(const Status& s) {
+  if (!s.ok() && s.error().code == Errc::kInvalidArgument) {
+    // The bus can never take a call this large (see bus.h); retrying will not help.
+    return http::MakeError(413, "too_large", s.error().message);
+  }
   auto r = http::MakeError(503, "unavailable",
                            s.ok() ? "the bus is not accepting readings" : s.error().message);
   r.set(bh::field::retry_after, "1");

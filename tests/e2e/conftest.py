@@ -65,7 +65,7 @@ class Iotd:
         self.proc = None
         self.ingest_port = None
         self.dashboard_port = None
-        self.log_path = pathlib.Path(data_dir) / "iotd.log"
+        self.log_path = pathlib.Path(data_dir).parent / "iotd.log"
 
     def start(self, ingest_port=0, dashboard_port=0):
         env = dict(os.environ)
@@ -77,7 +77,9 @@ class Iotd:
             "LOG_LEVEL": "info",
         })
         env.update(self.extra_env)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "ab")
+        self.log_offset = self.log.tell()  # earlier runs' lines are not this run's
         self.proc = subprocess.Popen([IOTD, "all", *self.args], env=env, stdout=self.log,
                                      stderr=self.log)
         self._read_ports()
@@ -88,7 +90,10 @@ class Iotd:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             ports = {}
-            for line in self.log_path.read_text().splitlines():
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_offset)
+                lines = f.read().decode(errors="replace").splitlines()
+            for line in lines:
                 try:
                     msg = json.loads(line)["msg"]
                 except (ValueError, KeyError):
@@ -100,7 +105,6 @@ class Iotd:
             if self.proc.poll() is not None:
                 raise AssertionError("iotd exited at start-up:\n" + self.tail())
             if len(ports) == 2:
-                # The log holds earlier runs too: the last lines win.
                 self.ingest_port, self.dashboard_port = ports["ingest"], ports["dashboard"]
                 return
             time.sleep(0.02)

@@ -11,7 +11,10 @@ def test_seed_ingest_answers_queued_with_the_device_id(iotd):
 
 def test_seed_aggregates_appear_for_the_device(iotd):
     assert iotd.post({"device_id": "dev-1", "temperature_c": 25.5, "humidity": 60.0}).status == 202
-    aggs = eventually(lambda: iotd.get("/devices/dev-1/aggregates").json())
+    def aggregates():
+        r = iotd.get("/devices/dev-1/aggregates")
+        return r.json() if r.status == 200 else None
+    aggs = eventually(aggregates)
     by_key = {(a["sensor_type"], a["window"]): a for a in aggs}
     assert set(by_key) == {("temperature_c", "1m"), ("temperature_c", "1h"),
                            ("humidity", "1m"), ("humidity", "1h")}
