@@ -13,8 +13,8 @@ Alerter::Alerter(core::RuleSet rules, bus::Consumer& consumer, store::Store& sto
       rules_(std::move(rules)),
       transitions_(registry.AddCounterFamily(
           "alerts_transitions_total",
-          "Alert state changes, by the status an alert moved to (deleted: a pending alert that "
-          "never fired)",
+          "Alert documents written, by their status (deleted: a pending alert that never "
+          "fired)",
           {"status"})),
       open_gauge_(registry.AddGauge("alerts_open", "Alerts currently pending or active")) {}
 

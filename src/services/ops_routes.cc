@@ -41,7 +41,7 @@ HttpProbe::HttpProbe(metrics::Registry& registry)
                                           {"server", "route", "method", "status"})),
       latency_(registry.AddHistogramFamily(
           "http_request_duration_seconds",
-          "Time from the end of reading a request to its response, by listener and route",
+          "Time from the first byte of a request to its response, by listener and route",
           metrics::LatencyBuckets(), {"server", "route"})) {}
 
 std::function<void(const http::RequestInfo&)> HttpProbe::Observer(std::string server) {

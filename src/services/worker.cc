@@ -28,7 +28,10 @@ Worker::Worker(WorkerOptions options, bus::Consumer& consumer, store::Store& sto
                                            "Bus records per write batch",
                                            {1, 10, 100, 1000, 10000, 50000, 100000})),
       lag_(registry.AddGauge(options_.name + "_consumer_lag",
-                             "Records on the bus not yet consumed by this worker")) {}
+                             "Records on the bus not yet consumed by this worker")),
+      position_(registry.AddGauge(options_.name + "_committed_offset",
+                                  "The next bus offset to apply: everything before it is in "
+                                  "the store")) {}
 
 Worker::~Worker() { Stop(); }
 
@@ -38,6 +41,7 @@ Status Worker::Start() {
   std::int64_t next = cp->value_or(0);
   if (Status s = consumer_.Seek(0, next); !s) return s;
   if (Status s = Restore(); !s) return s;
+  position_.Set(static_cast<double>(next));
   spdlog::info("{} worker starting at offset {}", options_.name, next);
   thread_ = std::thread([this] { Run(); });
   return Status::Ok();
@@ -71,6 +75,7 @@ void Worker::Run() {
     const auto& last = records.back();
     batch.checkpoint = store::Checkpoint{options_.name, last.partition, last.offset + 1};
     if (!ApplyWithRetry(batch)) return;
+    position_.Set(static_cast<double>(last.offset + 1));
     records_.Inc(static_cast<double>(records.size()));
     batches_.Inc();
     batch_records_.Observe(static_cast<double>(records.size()));

@@ -75,6 +75,7 @@ class Worker {
   metrics::Histogram& apply_seconds_;
   metrics::Histogram& batch_records_;
   metrics::Gauge& lag_;
+  metrics::Gauge& position_;
 };
 
 }  // namespace iot::services
