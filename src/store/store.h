@@ -85,7 +85,7 @@ struct TimeRange {
 template <typename T>
 struct Page {
   std::vector<T> items;
-  std::optional<Cursor> next;  // set when more items may follow
+  std::optional<Cursor> next;  // set only when more items follow
 };
 
 struct TelemetryQuery {
@@ -127,6 +127,8 @@ struct DeviceQuery {
   std::optional<std::string> prefix;
 };
 
+// Stats: `alerts` counts alerts that fired (active or resolved, never pending); `devices` those
+// with readings; the ingest rate ignores minutes before the first reading was processed.
 struct Stats {
   std::int64_t devices = 0;
   std::int64_t readings = 0;
@@ -143,7 +145,8 @@ class Store {
 
   // Apply writes `batch` atomically with its checkpoint. A batch whose checkpoint is not beyond
   // the stored one for its (consumer, partition) is skipped (Ok). Raw readings are idempotent on
-  // their MessageId. kUnavailable means: retry later.
+  // their MessageId (a duplicate is neither stored nor counted in Device::readings). Alert
+  // upserts are applied before alert deletes. kUnavailable means: retry later.
   virtual Status Apply(const WriteBatch& batch) = 0;
 
   // LoadCheckpoint returns the next offset to consume, or nullopt when the consumer never ran.
