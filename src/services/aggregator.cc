@@ -15,9 +15,36 @@ Aggregator::Aggregator(std::vector<core::Micros> windows, bus::Consumer& consume
       windows_(std::move(windows)),
       clock_(clock) {}
 
+namespace {
+
+// Cell accumulates one (sensor, window, window start) of one device within a batch.
+struct Cell {
+  std::string sensor;
+  core::Micros window;
+  core::Timestamp start;
+  core::Accumulator acc;
+};
+
+// DeviceCells is everything one batch does to one device. A device has few live cells (sensors
+// x windows, a few more with late data), so a linear scan beats hashing the whole key per value:
+// one hash per reading instead of one per (sensor, window).
+struct DeviceCells {
+  std::size_t update;  // index in WriteBatch::devices
+  std::size_t latest;  // index in WriteBatch::readings of the device's newest reading
+  std::vector<Cell> cells;
+
+  core::Accumulator& Find(const std::string& sensor, core::Micros window, core::Timestamp start) {
+    for (auto& c : cells) {
+      if (c.window == window && c.start == start && c.sensor == sensor) return c.acc;
+    }
+    return cells.emplace_back(Cell{sensor, window, start, {}}).acc;
+  }
+};
+
+}  // namespace
+
 void Aggregator::Build(const std::vector<bus::Record>& records, store::WriteBatch& batch) {
-  std::unordered_map<core::AggregateKey, core::Accumulator, core::AggregateKeyHash> deltas;
-  std::unordered_map<std::string, std::size_t> device_index;  // device id -> batch.devices index
+  std::unordered_map<std::string, DeviceCells> devices;
   batch.readings.reserve(records.size());
   for (const auto& record : records) {
     auto decoded = codec::DecodePayload(record.payload);
@@ -26,38 +53,44 @@ void Aggregator::Build(const std::vector<bus::Record>& records, store::WriteBatc
       continue;
     }
     core::Reading& reading = *decoded;
-    for (const auto& sensor : reading.sensors) {
-      for (auto window : windows_) {
-        core::AggregateKey key{reading.device_id, sensor.name, window,
-                               core::WindowStart(reading.ts, window)};
-        deltas[std::move(key)].Add(sensor.value);
-      }
-    }
-    auto [it, inserted] = device_index.try_emplace(reading.device_id, batch.devices.size());
+    auto [it, inserted] = devices.try_emplace(reading.device_id);
+    DeviceCells& cells = it->second;
     if (inserted) {
+      cells.update = batch.devices.size();
       store::DeviceUpdate u;
       u.device_id = reading.device_id;
       u.first_seen = reading.ts;
       u.last_seen = reading.ts;
       u.readings = 1;
-      u.latest = reading;
+      cells.latest = batch.readings.size();
       batch.devices.push_back(std::move(u));
     } else {
-      auto& u = batch.devices[it->second];
+      auto& u = batch.devices[cells.update];
       ++u.readings;
       if (reading.ts < u.first_seen) u.first_seen = reading.ts;
       // Ties go to the later offset: the newest message wins.
       if (reading.ts >= u.last_seen) {
         u.last_seen = reading.ts;
-        u.latest = reading;
+        cells.latest = batch.readings.size();
+      }
+    }
+    for (auto window : windows_) {
+      const core::Timestamp start = core::WindowStart(reading.ts, window);
+      for (const auto& sensor : reading.sensors) {
+        cells.Find(sensor.name, window, start).Add(sensor.value);
       }
     }
     batch.readings.push_back(
         store::StoredReading{core::MessageId::Of(record.partition, record.offset),
                              std::move(reading)});
   }
-  batch.aggregates.reserve(deltas.size());
-  for (auto& [key, acc] : deltas) batch.aggregates.push_back(store::AggregateDelta{key, acc});
+  for (auto& [device_id, cells] : devices) {
+    batch.devices[cells.update].latest = batch.readings[cells.latest].reading;
+    for (auto& c : cells.cells) {
+      batch.aggregates.push_back(store::AggregateDelta{
+          core::AggregateKey{device_id, std::move(c.sensor), c.window, c.start}, c.acc});
+    }
+  }
   batch.ingested = static_cast<std::int64_t>(batch.readings.size());
   batch.processed_at = clock_.Now();
 }
