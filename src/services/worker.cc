@@ -70,6 +70,9 @@ void Worker::Run() {
     }
     auto& records = *polled;
     if (records.empty()) continue;
+    if (records.size() < options_.min_batch && options_.linger.count() > 0) {
+      Linger(records);
+    }
     store::WriteBatch batch;
     Build(records, batch);
     const auto& last = records.back();
@@ -84,6 +87,18 @@ void Worker::Run() {
                    options_.name, s.error().message);
     }
   }
+}
+
+void Worker::Linger(std::vector<bus::Record>& records) {
+  auto deadline = std::chrono::steady_clock::now() + options_.linger;
+  while (!stopping_.load() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (stopping_.load() || records.size() >= options_.max_batch) return;
+  auto more = consumer_.Poll(options_.max_batch - records.size(), std::chrono::milliseconds(0));
+  if (!more) return;  // the next Poll reports it; apply what we have
+  records.insert(records.end(), std::make_move_iterator(more->begin()),
+                 std::make_move_iterator(more->end()));
 }
 
 bool Worker::ApplyWithRetry(const store::WriteBatch& batch) {
