@@ -24,13 +24,13 @@ namespace iot::services {
 
 struct WorkerOptions {
   std::string name;  // the consumer name of the checkpoint: "aggregator" or "alerts"
-  std::size_t max_batch = 50000;
+  std::size_t max_batch = 200000;
   std::chrono::milliseconds poll_timeout{200};
   // A poll that returns fewer than `min_batch` records waits up to `linger` for more, so that
   // a steady trickle is applied in fewer, larger transactions (less CPU per reading) at the
   // price of up to `linger` more staleness on the dashboard.
-  std::size_t min_batch = 10000;
-  std::chrono::milliseconds linger{50};
+  std::size_t min_batch = 50000;
+  std::chrono::milliseconds linger{200};
   std::chrono::milliseconds min_backoff{50};
   std::chrono::milliseconds max_backoff{5000};
 };
