@@ -29,6 +29,8 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+
+#include <pthread.h>
 #include <utility>
 #include <vector>
 
@@ -152,8 +154,12 @@ class EmbeddedBusCore {
 
   Status Init();
   void Start(const std::shared_ptr<EmbeddedBusCore>& self) {
-    checkpointer_ = std::thread([this] { RunCheckpointer(); });
+    checkpointer_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "bus-checkpoint");
+      RunCheckpointer();
+    });
     writer_ = std::thread([self] {
+      pthread_setname_np(pthread_self(), "bus-writer");
       tls_writer_of = self.get();
       self->Run();
     });

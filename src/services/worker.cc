@@ -4,6 +4,8 @@
 #include <condition_variable>
 #include <mutex>
 
+#include <pthread.h>
+
 #include <spdlog/spdlog.h>
 
 namespace iot::services {
@@ -43,7 +45,10 @@ Status Worker::Start() {
   if (Status s = Restore(); !s) return s;
   position_.Set(static_cast<double>(next));
   spdlog::info("{} worker starting at offset {}", options_.name, next);
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), options_.name.substr(0, 15).c_str());
+    Run();
+  });
   return Status::Ok();
 }
 
