@@ -3,6 +3,8 @@
 
 #include <charconv>
 
+#include "codec/reading_json.h"
+
 namespace iot::codec {
 namespace {
 
@@ -26,21 +28,7 @@ void WriteReading(JsonWriter& w, const core::Reading& reading, std::optional<std
     w.Key("id");
     IdString(w, *id);
   }
-  w.Key("device_id");
-  w.String(reading.device_id);
-  Time(w, "ts", reading.ts);
-  for (const auto& s : reading.sensors) {
-    w.Key(s.name);
-    w.Double(s.value);
-  }
-  if (reading.lat) {
-    w.Key("lat");
-    w.Double(*reading.lat);
-  }
-  if (reading.lon) {
-    w.Key("lon");
-    w.Double(*reading.lon);
-  }
+  WriteReadingFields(w, reading);
   w.EndObject();
 }
 

@@ -701,9 +701,7 @@ std::variant<std::vector<BatchItem>, BatchError> DecodeBatch(std::string_view bo
   return internal::DecodeBatchWith(Engine::kAuto, body, format, limits, now, max_items);
 }
 
-void AppendReadingJson(std::string& out, const core::Reading& reading) {
-  JsonWriter w(out);
-  w.BeginObject();
+void WriteReadingFields(JsonWriter& w, const core::Reading& reading) {
   w.Key("device_id");
   w.String(reading.device_id);
   w.Key("ts");
@@ -720,6 +718,12 @@ void AppendReadingJson(std::string& out, const core::Reading& reading) {
     w.Key("lon");
     w.Double(*reading.lon);
   }
+}
+
+void AppendReadingJson(std::string& out, const core::Reading& reading) {
+  JsonWriter w(out);
+  w.BeginObject();
+  WriteReadingFields(w, reading);
   w.EndObject();
 }
 

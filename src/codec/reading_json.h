@@ -26,6 +26,7 @@
 #include <variant>
 #include <vector>
 
+#include "codec/json_writer.h"
 #include "core/reading.h"
 #include "core/time.h"
 
@@ -104,5 +105,9 @@ std::string EncodeReadingJson(const core::Reading& reading);
 
 // AppendReadingJson appends the canonical form of `reading` to `out`.
 void AppendReadingJson(std::string& out, const core::Reading& reading);
+
+// WriteReadingFields writes the canonical fields of `reading` (device_id, ts, the sensors in
+// order, lat and lon when present) into the object `w` has open.
+void WriteReadingFields(JsonWriter& w, const core::Reading& reading);
 
 }  // namespace iot::codec

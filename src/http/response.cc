@@ -4,37 +4,11 @@
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/status.hpp>
 
+#include "core/utf8.h"
+
 namespace iot::http {
 namespace {
 
-// Utf8SequenceLength returns the length of the well-formed UTF-8 sequence at the start of `s`
-// (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF), or 0 when it is not one.
-std::size_t Utf8SequenceLength(std::string_view s) {
-  const auto byte = [&s](std::size_t i) { return static_cast<unsigned char>(s[i]); };
-  const unsigned char b0 = byte(0);
-  if (b0 < 0x80) return 1;
-  std::size_t n = 0;
-  unsigned char lo = 0x80;
-  unsigned char hi = 0xBF;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    n = 2;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    n = 3;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    n = 4;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (s.size() < n || byte(1) < lo || byte(1) > hi) return 0;
-  for (std::size_t i = 2; i < n; ++i) {
-    if (byte(i) < 0x80 || byte(i) > 0xBF) return 0;
-  }
-  return n;
-}
 
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -92,7 +66,7 @@ void AppendJsonString(std::string& out, std::string_view s) {
           out += kHex[c & 0xf];
         } else if (c < 0x80) {
           out += static_cast<char>(c);
-        } else if ((n = Utf8SequenceLength(s)) > 0) {
+        } else if ((n = core::Utf8SequenceLength(s)) > 0) {
           out.append(s.data(), n);
         } else {
           n = 1;

@@ -8,41 +8,14 @@
 #include <stdexcept>
 #include <utility>
 
+#include "core/utf8.h"
+
 namespace iot::metrics {
 namespace {
 
 bool IsNameStart(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
-// Utf8SequenceLength returns the length of the well-formed UTF-8 sequence at the start of `s`
-// (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF), or 0 when it is not one.
-std::size_t Utf8SequenceLength(std::string_view s) {
-  const auto byte = [&s](std::size_t i) { return static_cast<unsigned char>(s[i]); };
-  const unsigned char b0 = byte(0);
-  if (b0 < 0x80) return 1;
-  std::size_t n = 0;
-  unsigned char lo = 0x80;
-  unsigned char hi = 0xBF;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    n = 2;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    n = 3;
-    if (b0 == 0xE0) lo = 0xA0;  // overlong
-    if (b0 == 0xED) hi = 0x9F;  // surrogates
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    n = 4;
-    if (b0 == 0xF0) lo = 0x90;  // overlong
-    if (b0 == 0xF4) hi = 0x8F;  // above U+10FFFF
-  } else {
-    return 0;
-  }
-  if (s.size() < n) return 0;
-  if (byte(1) < lo || byte(1) > hi) return 0;
-  for (std::size_t i = 2; i < n; ++i) {
-    if (byte(i) < 0x80 || byte(i) > 0xBF) return 0;
-  }
-  return n;
-}
 
 // AppendEscaped appends a label value (escape_quote) or a HELP text, escaping as the text
 // format requires: backslash, newline and (in label values) the double quote. The format is
@@ -58,7 +31,7 @@ void AppendEscaped(std::string& out, std::string_view s, bool escape_quote) {
       out += "\\\"";
     } else if (static_cast<unsigned char>(c) < 0x80) {
       out += c;
-    } else if (const std::size_t n = Utf8SequenceLength(s); n > 0) {
+    } else if (const std::size_t n = core::Utf8SequenceLength(s); n > 0) {
       out.append(s.data(), n);
       s.remove_prefix(n);
       continue;
