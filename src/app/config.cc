@@ -120,7 +120,7 @@ void BuildCli(CLI::App& app, Config& c) {
   app.option_defaults()->always_capture_default();
 
   auto* all = app.add_subcommand("all", "The whole pipeline in one process (embedded bus, SQLite)");
-  all->callback([&c] { c.role = Role::kAll; });
+  all->parse_complete_callback([&c] { c.role = Role::kAll; });
   AddNetwork(all, c, true, true, false, false);
   AddBackends(all, c, true, true);
   AddIngest(all, c);
@@ -129,34 +129,34 @@ void BuildCli(CLI::App& app, Config& c) {
   AddCommon(all, c);
 
   auto* ingest = app.add_subcommand("ingest", "Ingestion API: validates readings onto the bus");
-  ingest->callback([&c] { c.role = Role::kIngest; });
+  ingest->parse_complete_callback([&c] { c.role = Role::kIngest; });
   AddNetwork(ingest, c, true, false, false, false);
   AddBackends(ingest, c, true, false);
   AddIngest(ingest, c);
   AddCommon(ingest, c);
 
   auto* agg = app.add_subcommand("aggregator", "Aggregator worker: raw readings and windows");
-  agg->callback([&c] { c.role = Role::kAggregator; });
+  agg->parse_complete_callback([&c] { c.role = Role::kAggregator; });
   AddNetwork(agg, c, false, false, true, false);
   AddBackends(agg, c, true, true);
   AddAggregator(agg, c);
   AddCommon(agg, c);
 
   auto* alerts = app.add_subcommand("alerts", "Alerts worker: threshold rules and alert lifecycle");
-  alerts->callback([&c] { c.role = Role::kAlerts; });
+  alerts->parse_complete_callback([&c] { c.role = Role::kAlerts; });
   AddNetwork(alerts, c, false, false, false, true);
   AddBackends(alerts, c, true, true);
   AddAlerts(alerts, c);
   AddCommon(alerts, c);
 
   auto* dash = app.add_subcommand("dashboard", "Dashboard API over the store");
-  dash->callback([&c] { c.role = Role::kDashboard; });
+  dash->parse_complete_callback([&c] { c.role = Role::kDashboard; });
   AddNetwork(dash, c, false, true, false, false);
   AddBackends(dash, c, false, true);
   AddCommon(dash, c);
 
   auto* lg = app.add_subcommand("loadgen", "Load generator (the seed's tools/load_generator.py)");
-  lg->callback([&c] { c.role = Role::kLoadgen; });
+  lg->parse_complete_callback([&c] { c.role = Role::kLoadgen; });
   auto& l = c.loadgen;
   lg->add_option("--devices", l.devices, "Number of simulated devices")->check(CLI::Range(1, 1000000));
   lg->add_option("--rps", l.rps, "Requests per second per device (0: unthrottled)")

@@ -3,7 +3,8 @@
 // Each option has one environment variable (the seed's names where the seed has one) and one
 // flag; `iotd <role> --help` lists them with their defaults. `BuildCli` declares the subcommands
 // on a CLI11 app; after parsing, `Config` holds the values and `Validate` checks what CLI11
-// cannot (window lists, rule files, port clashes).
+// cannot (window lists, durations, thresholds, port clashes, roles the
+// chosen bus supports); the rules file is read and checked at start-up (run.cc).
 #pragma once
 
 #include <chrono>

@@ -43,7 +43,14 @@ const char* AlertStatusName(AlertStatus s);
 // ParseAlertStatus is the inverse of AlertStatusName; nullopt for any other text.
 std::optional<AlertStatus> ParseAlertStatus(std::string_view s);
 
-// Alert is the stored document of one episode. Its id is the MessageId of the reading that
+// AlertId is the id of an alert opened by sensor number `sensor_index` (its position in the
+// reading, < 64) of the reading `message`: (message id << 6) | sensor_index. One reading may
+// open an alert per sensor; a replay produces the same ids.
+inline std::int64_t AlertId(MessageId message, std::size_t sensor_index) {
+  return (message.value << 6) | static_cast<std::int64_t>(sensor_index & 63);
+}
+
+// Alert is the stored document of one episode. Its id is AlertId of the reading and sensor that
 // opened it, so a replay produces the same id.
 struct Alert {
   std::int64_t id = 0;

@@ -40,8 +40,9 @@ void Alerter::Build(const std::vector<bus::Record>& records, store::WriteBatch& 
       continue;
     }
     const core::Reading& reading = *decoded;
-    auto id = core::MessageId::Of(record.partition, record.offset).value;
-    for (const auto& sensor : reading.sensors) {
+    const auto message_id = core::MessageId::Of(record.partition, record.offset);
+    for (std::size_t index = 0; index < reading.sensors.size(); ++index) {
+      const auto& sensor = reading.sensors[index];
       const core::AlertRule* rule = rules_.Find(reading.device_id, sensor.name);
       auto key = std::make_pair(reading.device_id, sensor.name);
       auto it = open_.find(key);
@@ -50,7 +51,7 @@ void Alerter::Build(const std::vector<bus::Record>& records, store::WriteBatch& 
       if (it != open_.end()) current = it->second;
       if (rule == nullptr) continue;  // the rule was removed: the open alert stays as it is
       auto t = core::Evaluate(*rule, current, reading.device_id, sensor.name, sensor.value,
-                              reading.ts, id);
+                              reading.ts, core::AlertId(message_id, index));
       for (auto& alert : t.upserts) {
         transitions_.With({core::AlertStatusName(alert.status)}).Inc();
         auto [pos, inserted] = upsert_index.try_emplace(alert.id, batch.alert_upserts.size());

@@ -7,11 +7,15 @@
 //     its log; records Seek and Commit calls and lets a test wait for a commit.
 //   - FlakyStore: a store::Store that forwards to a real store but fails Apply (kUnavailable) as
 //     often as the test says, recording every attempt.
-//   - Wire / RecordAt / ReadingAt: bus records carrying readings, as ingest would publish them.
-//   - Serve: runs a request through an http::Router's handler and captures the response.
-//   - AllAggregates / AllAlerts: every item of a listing, paging with the cursor.
+//   - T0 / At / ReadingAt: fixed times and readings (FakeConsumer::AppendReading publishes them in
+//     the wire form, as ingest does).
+//   - MakeRequest / Serve / Get / Header: run a request through an http::Router's handler and
+//     capture its response.
+//   - AllTelemetry / AllAggregates / AllAlerts: every item of a listing, paging with the cursor.
+//   - MetricValue: one series of a metrics::Registry, read from its exposition.
 //
 // Every wait has a deadline (kWaitLimit); nothing sleeps hoping that another thread got there.
+// IOT_ASSERT_OK(status) fails the test with the error's code and message.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -26,6 +30,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <variant>
@@ -38,6 +43,7 @@
 #include "core/time.h"
 #include "http/response.h"
 #include "http/router.h"
+#include "metrics/metrics.h"
 #include "store/sqlite_store.h"
 #include "store/store.h"
 
@@ -402,6 +408,9 @@ inline http::Request MakeRequest(http::beast::http::verb method, const std::stri
   return req;
 }
 
+class Call;
+inline std::shared_ptr<Call> Serve(const http::Router& router, http::Request request);
+
 // Call is one request handed to a router's handler. It keeps the request and the path
 // parameters alive until the handler answers (the Handler contract) and captures the answers.
 class Call {
@@ -468,6 +477,21 @@ inline std::string Header(const http::Response& r, std::string_view name) {
   if (it == r.end()) return {};
   auto v = it->value();
   return std::string(v.data(), v.size());
+}
+
+// MetricValue returns the value of the series `series` (e.g. `x_total` or
+// `x_total{reason="missing"}`) in `registry`'s exposition; nullopt when it is not exposed.
+inline std::optional<double> MetricValue(const metrics::Registry& registry,
+                                         std::string_view series) {
+  std::istringstream in(registry.Expose());
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ') {
+      return std::stod(line.substr(series.size() + 1));
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace iot::services::testing
