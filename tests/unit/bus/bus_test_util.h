@@ -14,27 +14,11 @@
 
 #include "bus/bus.h"
 
+#include "testing/test_util.h"
+
 namespace iot::bus::testing {
 
-// TempDir is a fresh directory, removed with everything in it on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "iot_bus_test_XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed";
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::iot::testing::TempDir;
 
 // KeyFor / PayloadFor name the message that is expected at `offset`.
 inline std::string KeyFor(std::int64_t offset) { return "dev-" + std::to_string(offset % 7); }

@@ -47,6 +47,8 @@
 #include "store/sqlite_store.h"
 #include "store/store.h"
 
+#include "testing/test_util.h"
+
 namespace iot::services::testing {
 
 // kWaitLimit bounds every wait for another thread; reaching it fails the test.
@@ -57,43 +59,8 @@ inline core::Timestamp T0() { return core::FromUnixMicros(1'704'067'200'000'000)
 // At returns T0 + `seconds`.
 inline core::Timestamp At(std::int64_t seconds) { return T0() + std::chrono::seconds(seconds); }
 
-#define IOT_ASSERT_OK(expr)                                                     \
-  do {                                                                          \
-    const auto& iot_status_ = (expr);                                           \
-    ASSERT_TRUE(iot_status_.ok()) << ::iot::ErrcName(iot_status_.error().code)  \
-                                  << ": " << iot_status_.error().message;       \
-  } while (0)
-
-// Must unwraps a Result, failing the test (and returning a default value) on error.
-template <typename T>
-T Must(Result<T> r) {
-  if (!r.ok()) {
-    ADD_FAILURE() << "unexpected error: " << ErrcName(r.error().code) << ": " << r.error().message;
-    return T{};
-  }
-  return std::move(*r);
-}
-
-// TempDir is a fresh directory, removed with everything in it on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "iot_services_test_XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed";
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::iot::testing::Must;
+using ::iot::testing::TempDir;
 
 // OpenStore opens (or reopens) the SQLite store of `dir`; nullptr (and a test failure) on error.
 inline std::unique_ptr<store::SqliteStore> OpenStore(const TempDir& dir) {

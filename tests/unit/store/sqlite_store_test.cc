@@ -1,6 +1,7 @@
 // sqlite_store_test.cc: SqliteStore passes the conformance suite, plus what only a file-backed
 // store has (reopening, WAL recovery, lock contention, corrupt files, chunk boundaries).
 #include "store/sqlite_store.h"
+#include "testing/test_util.h"
 
 #include <atomic>
 #include <filesystem>
@@ -29,11 +30,6 @@ using testing::ReadAll;
 using testing::StoreConformance;
 using testing::StoreFactory;
 
-#define ASSERT_OK(expr)                                   \
-  do {                                                    \
-    const auto& _status = (expr);                         \
-    ASSERT_TRUE(_status.ok()) << _status.error().message; \
-  } while (0)
 
 // NewTempDir returns a fresh, empty directory under the test temp dir.
 fs::path NewTempDir() {
@@ -175,7 +171,7 @@ TEST_F(SqliteStoreTest, ReopenAfterCloseKeepsEverything) {
   {
     auto store = Open();
     ASSERT_NE(store, nullptr);
-    ASSERT_OK(store->Apply(EverythingBatch()));
+    IOT_ASSERT_OK(store->Apply(EverythingBatch()));
     before = Take(*store);
   }
   ASSERT_EQ(before.telemetry.size(), 3u);
@@ -184,19 +180,19 @@ TEST_F(SqliteStoreTest, ReopenAfterCloseKeepsEverything) {
   ASSERT_NE(store, nullptr);
   ExpectSame(Take(*store), before);
   // The writer's key caches start empty after a reopen: new data lands on the same devices.
-  ASSERT_OK(store->Apply(BatchOf({MakeReading(10, "dev-1", At(10))})));
+  IOT_ASSERT_OK(store->Apply(BatchOf({MakeReading(10, "dev-1", At(10))})));
   auto d = store->FindDevice("dev-1");
   ASSERT_TRUE(d.ok());
   ASSERT_TRUE(d->has_value());
   EXPECT_EQ((*d)->readings, 3);
-  ASSERT_OK(store->Apply(BatchOf({MakeReading(1, "dev-1", At(1))})));  // a stored id
+  IOT_ASSERT_OK(store->Apply(BatchOf({MakeReading(1, "dev-1", At(1))})));  // a stored id
   EXPECT_EQ(ReadAll(*store, TelemetryQuery{}).size(), 4u);
 }
 
 TEST_F(SqliteStoreTest, CommittedDataIsRecoveredFromTheWalAfterACrash) {
   auto store = Open();
   ASSERT_NE(store, nullptr);
-  ASSERT_OK(store->Apply(EverythingBatch()));
+  IOT_ASSERT_OK(store->Apply(EverythingBatch()));
   Snapshot before = Take(*store);
   // While the store is open, its commits sit in the WAL file: copying the files now is what a
   // crash (kill -9) would leave behind.
@@ -268,7 +264,7 @@ TEST_F(SqliteStoreTest, ReadsProceedWhileAnotherWriterHoldsTheLockAndWritesRepor
   o.busy_timeout_ms = 20;
   auto store = Open(o);
   ASSERT_NE(store, nullptr);
-  ASSERT_OK(store->Apply(BatchOf({MakeReading(1, "d", At(1))})));
+  IOT_ASSERT_OK(store->Apply(BatchOf({MakeReading(1, "d", At(1))})));
 
   RawConnection other(dir_ / "store.db");
   ASSERT_EQ(other.Exec("BEGIN IMMEDIATE; UPDATE totals SET readings = readings WHERE id = 1"),
@@ -276,7 +272,7 @@ TEST_F(SqliteStoreTest, ReadsProceedWhileAnotherWriterHoldsTheLockAndWritesRepor
 
   // Reads see the last commit without waiting for the writer.
   EXPECT_EQ(ReadAll(*store, TelemetryQuery{}).size(), 1u);
-  ASSERT_OK(store->Ping());
+  IOT_ASSERT_OK(store->Ping());
   // Writes cannot take the lock: retry later.
   Status s = store->Apply(BatchOf({MakeReading(2, "d", At(2))}));
   ASSERT_FALSE(s.ok());
@@ -284,8 +280,8 @@ TEST_F(SqliteStoreTest, ReadsProceedWhileAnotherWriterHoldsTheLockAndWritesRepor
   EXPECT_FALSE(store->Ping().ok());
 
   ASSERT_EQ(other.Exec("ROLLBACK"), SQLITE_OK);
-  ASSERT_OK(store->Apply(BatchOf({MakeReading(2, "d", At(2))})));
-  ASSERT_OK(store->Ping());
+  IOT_ASSERT_OK(store->Apply(BatchOf({MakeReading(2, "d", At(2))})));
+  IOT_ASSERT_OK(store->Ping());
   EXPECT_EQ(ReadAll(*store, TelemetryQuery{}).size(), 2u);
 }
 
@@ -303,7 +299,7 @@ TEST_F(SqliteStoreTest, ApplyThatFailsMidwayLeavesNothingBehind) {
   EXPECT_TRUE(ReadAll(*store, TelemetryQuery{}).empty());
 
   // Keys the failed Apply created must not be reused by the next one.
-  ASSERT_OK(store->Apply(EverythingBatch()));
+  IOT_ASSERT_OK(store->Apply(EverythingBatch()));
   auto stats = store->GetStats(At(600));
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->devices, 2);
@@ -320,7 +316,7 @@ TEST_F(SqliteStoreTest, ApplyThatFailsMidwayLeavesNothingBehind) {
 TEST_F(SqliteStoreTest, CorruptChunkIsReportedNotReturned) {
   auto store = Open();
   ASSERT_NE(store, nullptr);
-  ASSERT_OK(store->Apply(BatchOf({MakeReading(1, "d", At(1)), MakeReading(2, "d", At(2))})));
+  IOT_ASSERT_OK(store->Apply(BatchOf({MakeReading(1, "d", At(1)), MakeReading(2, "d", At(2))})));
   RawConnection other(dir_ / "store.db");
   ASSERT_EQ(other.Exec("UPDATE raw_chunks SET data = x'01ff'"), SQLITE_OK);
 
@@ -342,8 +338,8 @@ TEST_F(SqliteStoreTest, LargeBatchesSplitIntoManyChunksReadBackExactly) {
   for (int i = 0; i < 50; ++i) batch1.push_back(MakeReading(id++, "d", At(-3600 + i)));
   batch1.push_back(MakeReading(id++, "d", At(2 * 86400)));
   for (int i = 0; i < 500; ++i) batch2.push_back(MakeReading(id++, "d", At(i * 0.006 + 0.0005)));
-  ASSERT_OK(store->Apply(BatchOf(batch1)));
-  ASSERT_OK(store->Apply(BatchOf(batch2)));
+  IOT_ASSERT_OK(store->Apply(BatchOf(batch1)));
+  IOT_ASSERT_OK(store->Apply(BatchOf(batch2)));
   all = batch1;
   all.insert(all.end(), batch2.begin(), batch2.end());
   std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
@@ -402,7 +398,7 @@ TEST_F(SqliteStoreTest, ChunksStayFindableWhenTheRecentIndexIsMergedIntoTheMainI
   std::vector<StoredReading> all;
   std::int64_t id = 1;
   for (int i = 0; i < 40000; ++i) all.push_back(MakeReading(id++, "d", At(i * kGap)));
-  ASSERT_OK(store->Apply(BatchOf(all)));
+  IOT_ASSERT_OK(store->Apply(BatchOf(all)));
   for (int b = 0; b < 3; ++b) {
     std::vector<StoredReading> more;
     for (int i = 0; i < 5; ++i) {
@@ -410,7 +406,7 @@ TEST_F(SqliteStoreTest, ChunksStayFindableWhenTheRecentIndexIsMergedIntoTheMainI
       more.push_back(MakeReading(id++, "d", At(40000 * kGap + b * 10 + i)));
       more.push_back(MakeReading(id++, "d", At((b * 5 + i) * kGap + 1)));
     }
-    ASSERT_OK(store->Apply(BatchOf(more)));
+    IOT_ASSERT_OK(store->Apply(BatchOf(more)));
     all.insert(all.end(), more.begin(), more.end());
   }
   const fs::path db = dir_ / "store.db";
@@ -439,7 +435,7 @@ TEST_F(SqliteStoreTest, ChunksStayFindableWhenTheRecentIndexIsMergedIntoTheMainI
   store = Open();
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(ReadAll(*store, q), want);
-  ASSERT_OK(store->Apply(BatchOf({MakeReading(id, "d", At(5))})));
+  IOT_ASSERT_OK(store->Apply(BatchOf({MakeReading(id, "d", At(5))})));
   auto stats = store->GetStats(At(0));
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->readings, static_cast<std::int64_t>(all.size()) + 1);

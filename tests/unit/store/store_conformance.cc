@@ -8,6 +8,8 @@
 #include <tuple>
 #include <utility>
 
+#include "testing/test_util.h"
+
 namespace iot::store::testing {
 namespace {
 
@@ -16,21 +18,7 @@ using core::Micros;
 using std::chrono::hours;
 using std::chrono::minutes;
 
-#define ASSERT_OK(expr)                                   \
-  do {                                                    \
-    const auto& _status = (expr);                         \
-    ASSERT_TRUE(_status.ok()) << _status.error().message; \
-  } while (0)
-
-// Must unwraps a Result, failing the test (and returning a default value) on error.
-template <typename T>
-T Must(Result<T> r) {
-  if (!r.ok()) {
-    ADD_FAILURE() << "unexpected error: " << ErrcName(r.error().code) << ": " << r.error().message;
-    return T{};
-  }
-  return std::move(*r);
-}
+using ::iot::testing::Must;
 
 std::vector<std::int64_t> Ids(const std::vector<StoredReading>& rs) {
   std::vector<std::int64_t> out;
@@ -216,7 +204,7 @@ TEST_P(StoreConformance, ApplyStoresEveryFieldOfAReading) {
   StoredReading bare = MakeReading(8, "dev-1", At(11), -3.0, 0.0);
   StoredReading only_lat = MakeReading(9, "dev-1", At(12));
   only_lat.reading.lat = 0.0;
-  ASSERT_OK(store().Apply(BatchOf({full, bare, only_lat})));
+  IOT_ASSERT_OK(store().Apply(BatchOf({full, bare, only_lat})));
 
   auto page = Must(store().Telemetry(ForDevice("dev-1")));
   EXPECT_EQ(page.items, (std::vector<StoredReading>{only_lat, bare, full}));
@@ -224,8 +212,8 @@ TEST_P(StoreConformance, ApplyStoresEveryFieldOfAReading) {
 }
 
 TEST_P(StoreConformance, TelemetryListsNewestFirstWithIdsBreakingTies) {
-  ASSERT_OK(store().Apply(BatchOf({MakeReading(3, "d", At(5)), MakeReading(4, "d", At(1))})));
-  ASSERT_OK(store().Apply(BatchOf({MakeReading(1, "d", At(5)), MakeReading(2, "d", At(9))})));
+  IOT_ASSERT_OK(store().Apply(BatchOf({MakeReading(3, "d", At(5)), MakeReading(4, "d", At(1))})));
+  IOT_ASSERT_OK(store().Apply(BatchOf({MakeReading(1, "d", At(5)), MakeReading(2, "d", At(9))})));
 
   auto page = Must(store().Telemetry(ForDevice("d")));
   EXPECT_EQ(Ids(page.items), (std::vector<std::int64_t>{2, 3, 1, 4}));
@@ -234,7 +222,7 @@ TEST_P(StoreConformance, TelemetryListsNewestFirstWithIdsBreakingTies) {
 TEST_P(StoreConformance, TelemetryHonoursFromInclusiveAndToExclusive) {
   std::vector<StoredReading> rs;
   for (int i = 0; i < 10; ++i) rs.push_back(MakeReading(i + 1, "d", At(i)));
-  ASSERT_OK(store().Apply(BatchOf(rs)));
+  IOT_ASSERT_OK(store().Apply(BatchOf(rs)));
 
   TelemetryQuery q = ForDevice("d");
   q.range.from = At(3);
@@ -248,7 +236,7 @@ TEST_P(StoreConformance, TelemetryHonoursFromInclusiveAndToExclusive) {
 }
 
 TEST_P(StoreConformance, TelemetryWithoutDeviceListsEveryDeviceNewestFirst) {
-  ASSERT_OK(store().Apply(BatchOf({MakeReading(1, "a", At(1)), MakeReading(2, "b", At(2)),
+  IOT_ASSERT_OK(store().Apply(BatchOf({MakeReading(1, "a", At(1)), MakeReading(2, "b", At(2)),
                                    MakeReading(3, "c", At(2)), MakeReading(4, "a", At(3))})));
   TelemetryQuery q;
   auto page = Must(store().Telemetry(q));
@@ -259,7 +247,7 @@ TEST_P(StoreConformance, TelemetryWithoutDeviceListsEveryDeviceNewestFirst) {
 TEST_P(StoreConformance, CompletePageHasNoNextCursorAndFullPageLeadsToTheRest) {
   std::vector<StoredReading> rs;
   for (int i = 0; i < 5; ++i) rs.push_back(MakeReading(i + 1, "d", At(i)));
-  ASSERT_OK(store().Apply(BatchOf(rs)));
+  IOT_ASSERT_OK(store().Apply(BatchOf(rs)));
 
   auto all = Must(store().Telemetry(ForDevice("d", 10)));
   EXPECT_EQ(all.items.size(), 5u);
@@ -280,7 +268,7 @@ TEST_P(StoreConformance, PaginationHasNoGapsOrDuplicatesWhileNewerDataArrives) {
   for (int i = 0; i < 250; ++i) {
     original.push_back(MakeReading(i + 1, i % 2 ? "odd" : "even", At(i / 2)));
   }
-  ASSERT_OK(store().Apply(BatchOf(original)));
+  IOT_ASSERT_OK(store().Apply(BatchOf(original)));
   std::vector<StoredReading> stored = original;
   double fresh_t = 500;  // newer than everything before, and increasing
 
@@ -302,7 +290,7 @@ TEST_P(StoreConformance, PaginationHasNoGapsOrDuplicatesWhileNewerDataArrives) {
         ++next_id;
         fresh_t += 0.25;
       }
-      ASSERT_OK(store().Apply(BatchOf(fresh)));
+      IOT_ASSERT_OK(store().Apply(BatchOf(fresh)));
       stored.insert(stored.end(), fresh.begin(), fresh.end());
       if (!page.next) break;
       q.after = page.next;
@@ -335,7 +323,7 @@ TEST_P(StoreConformance, LateAndOutOfOrderReadingsAreListedExactlyInTimeOrder) {
       rs.push_back(MakeReading(id++, dev, At(t), static_cast<double>(i)));
     }
     all.insert(all.end(), rs.begin(), rs.end());
-    ASSERT_OK(store().Apply(BatchOf(rs)));
+    IOT_ASSERT_OK(store().Apply(BatchOf(rs)));
   }
 
   struct Range {
@@ -376,13 +364,13 @@ TEST_P(StoreConformance, ReplayedBatchWithAppliedCheckpointIsSkipped) {
   b.ingested = 2;
   b.processed_at = At(3);
   b.checkpoint = Checkpoint{"aggregator", 0, 2};
-  ASSERT_OK(store().Apply(b));
-  ASSERT_OK(store().Apply(b));
+  IOT_ASSERT_OK(store().Apply(b));
+  IOT_ASSERT_OK(store().Apply(b));
 
   // An older position with other content is skipped as well.
   WriteBatch older = BatchOf({MakeReading(5, "d", At(5))});
   older.checkpoint = Checkpoint{"aggregator", 0, 1};
-  ASSERT_OK(store().Apply(older));
+  IOT_ASSERT_OK(store().Apply(older));
 
   EXPECT_EQ(Ids(Must(store().Telemetry(ForDevice("d"))).items), (std::vector<std::int64_t>{2, 1}));
   EXPECT_EQ(DeviceOf(store(), "d").readings, 2);
@@ -396,7 +384,7 @@ TEST_P(StoreConformance, ReplayedBatchWithAppliedCheckpointIsSkipped) {
   // The next position is applied.
   WriteBatch next = BatchOf({MakeReading(3, "d", At(3))});
   next.checkpoint = Checkpoint{"aggregator", 0, 3};
-  ASSERT_OK(store().Apply(next));
+  IOT_ASSERT_OK(store().Apply(next));
   EXPECT_EQ(DeviceOf(store(), "d").readings, 3);
 }
 
@@ -405,13 +393,13 @@ TEST_P(StoreConformance, CheckpointsAreKeptPerConsumerAndPartition) {
 
   WriteBatch b;
   b.checkpoint = Checkpoint{"aggregator", 0, 42};
-  ASSERT_OK(store().Apply(b));
+  IOT_ASSERT_OK(store().Apply(b));
   b.checkpoint = Checkpoint{"aggregator", 3, 7};
-  ASSERT_OK(store().Apply(b));
+  IOT_ASSERT_OK(store().Apply(b));
   b.checkpoint = Checkpoint{"alerts", 0, 5};
-  ASSERT_OK(store().Apply(b));
+  IOT_ASSERT_OK(store().Apply(b));
   b.checkpoint = Checkpoint{"aggregator", 0, 43};
-  ASSERT_OK(store().Apply(b));
+  IOT_ASSERT_OK(store().Apply(b));
 
   EXPECT_EQ(Must(store().LoadCheckpoint("aggregator", 0)), 43);
   EXPECT_EQ(Must(store().LoadCheckpoint("aggregator", 3)), 7);
@@ -424,8 +412,8 @@ TEST_P(StoreConformance, ReadingsWithAStoredMessageIdAreNotStoredTwice) {
   for (int i = 1; i <= 5; ++i) first.push_back(MakeReading(i, "d", At(i)));
   for (int i = 4; i <= 8; ++i) second.push_back(MakeReading(i, "d", At(i)));
   second.push_back(MakeReading(8, "d", At(8)));  // twice in one batch
-  ASSERT_OK(store().Apply(BatchOf(first)));
-  ASSERT_OK(store().Apply(BatchOf(second)));
+  IOT_ASSERT_OK(store().Apply(BatchOf(first)));
+  IOT_ASSERT_OK(store().Apply(BatchOf(second)));
 
   EXPECT_EQ(Ids(ReadAll(store(), ForDevice("d", 3))),
             (std::vector<std::int64_t>{8, 7, 6, 5, 4, 3, 2, 1}));
@@ -439,9 +427,9 @@ TEST_P(StoreConformance, DuplicatesOfOlderIdsAreDroppedAfterNewerIdsWereStored) 
     for (int i = lo; i <= hi; ++i) rs.push_back(MakeReading(i, "d", At(i)));
     return rs;
   };
-  ASSERT_OK(store().Apply(BatchOf(range(1, 10))));
-  ASSERT_OK(store().Apply(BatchOf(range(20, 30))));
-  ASSERT_OK(store().Apply(BatchOf(range(5, 25))));  // 5..10 and 20..25 are stored already
+  IOT_ASSERT_OK(store().Apply(BatchOf(range(1, 10))));
+  IOT_ASSERT_OK(store().Apply(BatchOf(range(20, 30))));
+  IOT_ASSERT_OK(store().Apply(BatchOf(range(5, 25))));  // 5..10 and 20..25 are stored already
 
   std::vector<std::int64_t> want;
   for (int i = 30; i >= 1; --i) want.push_back(i);
@@ -457,9 +445,9 @@ TEST_P(StoreConformance, AggregatesMergeCountSumMinMaxExactlyAcrossBatches) {
   WriteBatch b2;
   b2.aggregates = {Delta("d", "temperature_c", minutes(1), At(0), {0.5, 7.5, 2.0})};
   b2.checkpoint = Checkpoint{"aggregator", 0, 10};
-  ASSERT_OK(store().Apply(b1));
-  ASSERT_OK(store().Apply(b2));
-  ASSERT_OK(store().Apply(b2));  // replay: skipped
+  IOT_ASSERT_OK(store().Apply(b1));
+  IOT_ASSERT_OK(store().Apply(b2));
+  IOT_ASSERT_OK(store().Apply(b2));  // replay: skipped
 
   auto page = Must(store().Aggregates(AggregateQuery{}));
   ASSERT_EQ(page.items.size(), 1u);
@@ -485,7 +473,7 @@ TEST_P(StoreConformance, AggregatesFilterByDeviceSensorWindowAndRange) {
       }
     }
   }
-  ASSERT_OK(store().Apply(b));
+  IOT_ASSERT_OK(store().Apply(b));
 
   for (std::optional<std::string> device :
        {std::optional<std::string>(), std::optional<std::string>("d2")}) {
@@ -546,7 +534,7 @@ TEST_P(StoreConformance, AggregatePagesHaveNoGapsOrDuplicatesWithTiedWindowStart
       }
     }
   }
-  ASSERT_OK(store().Apply(b));
+  IOT_ASSERT_OK(store().Apply(b));
 
   for (std::optional<std::string> device :
        {std::optional<std::string>(), std::optional<std::string>("b")}) {
@@ -561,7 +549,7 @@ TEST_P(StoreConformance, AggregatePagesHaveNoGapsOrDuplicatesWithTiedWindowStart
       WriteBatch fresh;
       fresh.aggregates = {
           Delta(device.value_or("a"), "humidity", minutes(1), At(6000.0 + page_no * 60), {1})};
-      ASSERT_OK(store().Apply(fresh));
+      IOT_ASSERT_OK(store().Apply(fresh));
       if (!page.next) break;
       q.after = page.next;
     }
@@ -579,7 +567,7 @@ TEST_P(StoreConformance, AlertUpsertReplacesTheWholeAlert) {
   core::Alert pending = MakeAlert(100, "d", AlertStatus::kPending, At(10));
   WriteBatch b1;
   b1.alert_upserts = {pending};
-  ASSERT_OK(store().Apply(b1));
+  IOT_ASSERT_OK(store().Apply(b1));
 
   core::Alert resolved = MakeAlert(100, "d", AlertStatus::kResolved, At(10));
   resolved.value = 61.5;
@@ -589,7 +577,7 @@ TEST_P(StoreConformance, AlertUpsertReplacesTheWholeAlert) {
   resolved.threshold = 60;
   WriteBatch b2;
   b2.alert_upserts = {resolved};
-  ASSERT_OK(store().Apply(b2));
+  IOT_ASSERT_OK(store().Apply(b2));
 
   AlertQuery q;
   q.status = AlertStatus::kResolved;
@@ -602,10 +590,10 @@ TEST_P(StoreConformance, AlertDeleteRemovesTheAlert) {
   WriteBatch b1;
   b1.alert_upserts = {MakeAlert(1, "d", AlertStatus::kPending, At(1)),
                       MakeAlert(2, "d", AlertStatus::kActive, At(2))};
-  ASSERT_OK(store().Apply(b1));
+  IOT_ASSERT_OK(store().Apply(b1));
   WriteBatch b2;
   b2.alert_deletes = {1, 999};  // deleting an unknown id is not an error
-  ASSERT_OK(store().Apply(b2));
+  IOT_ASSERT_OK(store().Apply(b2));
 
   EXPECT_EQ(AlertIds(Must(store().OpenAlerts())), (std::vector<std::int64_t>{2}));
   AlertQuery q;
@@ -618,7 +606,7 @@ TEST_P(StoreConformance, AlertListingExcludesPendingUnlessAskedFor) {
   b.alert_upserts = {MakeAlert(1, "d", AlertStatus::kPending, At(3)),
                      MakeAlert(2, "d", AlertStatus::kActive, At(2)),
                      MakeAlert(3, "d", AlertStatus::kResolved, At(1))};
-  ASSERT_OK(store().Apply(b));
+  IOT_ASSERT_OK(store().Apply(b));
 
   AlertQuery q;
   EXPECT_EQ(AlertIds(Must(store().Alerts(q)).items), (std::vector<std::int64_t>{2, 3}));
@@ -643,7 +631,7 @@ TEST_P(StoreConformance, AlertsFilterAndPaginateNewestFirstByCreatedAtThenId) {
   }
   WriteBatch b;
   b.alert_upserts = all;
-  ASSERT_OK(store().Apply(b));
+  IOT_ASSERT_OK(store().Apply(b));
 
   for (std::optional<std::string> device :
        {std::optional<std::string>(), std::optional<std::string>("d2")}) {
@@ -683,7 +671,7 @@ TEST_P(StoreConformance, OpenAlertsReturnsPendingAndActiveAlerts) {
                      MakeAlert(2, "d1", AlertStatus::kActive, At(2)),
                      MakeAlert(3, "d2", AlertStatus::kResolved, At(3)),
                      MakeAlert(4, "d2", AlertStatus::kActive, At(4))};
-  ASSERT_OK(store().Apply(b));
+  IOT_ASSERT_OK(store().Apply(b));
 
   auto open = Must(store().OpenAlerts());
   std::sort(open.begin(), open.end(), [](const auto& x, const auto& y) { return x.id < y.id; });
@@ -696,8 +684,8 @@ TEST_P(StoreConformance, OpenAlertsReturnsPendingAndActiveAlerts) {
 TEST_P(StoreConformance, DevicesTrackFirstSeenLastSeenReadingsAndLatest) {
   StoredReading newest = MakeReading(2, "d", At(20), 30.5, 45);
   newest.reading.lat = 1.5;
-  ASSERT_OK(store().Apply(BatchOf({MakeReading(1, "d", At(10)), newest})));
-  ASSERT_OK(store().Apply(BatchOf({MakeReading(3, "d", At(5))})));  // late: latest stays
+  IOT_ASSERT_OK(store().Apply(BatchOf({MakeReading(1, "d", At(10)), newest})));
+  IOT_ASSERT_OK(store().Apply(BatchOf({MakeReading(3, "d", At(5))})));  // late: latest stays
 
   Device d = DeviceOf(store(), "d");
   EXPECT_EQ(d.device_id, "d");
@@ -707,7 +695,7 @@ TEST_P(StoreConformance, DevicesTrackFirstSeenLastSeenReadingsAndLatest) {
   EXPECT_EQ(d.latest, newest.reading);
 
   StoredReading newer = MakeReading(4, "d", At(30), 31, 44);
-  ASSERT_OK(store().Apply(BatchOf({newer})));
+  IOT_ASSERT_OK(store().Apply(BatchOf({newer})));
   d = DeviceOf(store(), "d");
   EXPECT_EQ(d.last_seen, At(30));
   EXPECT_EQ(d.readings, 4);
@@ -715,7 +703,7 @@ TEST_P(StoreConformance, DevicesTrackFirstSeenLastSeenReadingsAndLatest) {
 }
 
 TEST_P(StoreConformance, UnknownDeviceIsAbsentEverywhere) {
-  ASSERT_OK(store().Apply(BatchOf({MakeReading(1, "known", At(1))})));
+  IOT_ASSERT_OK(store().Apply(BatchOf({MakeReading(1, "known", At(1))})));
   EXPECT_EQ(Must(store().FindDevice("unknown")), std::nullopt);
   EXPECT_TRUE(Must(store().Telemetry(ForDevice("unknown"))).items.empty());
   AggregateQuery aq;
@@ -732,7 +720,7 @@ TEST_P(StoreConformance, DevicesAreListedAscendingWithPrefixAndAfter) {
   for (std::string dev : {"b", "a.b", "ab", "a", "a_b", "axb", "a.c", "c-1"}) {
     rs.push_back(MakeReading(id++, dev, At(1)));
   }
-  ASSERT_OK(store().Apply(BatchOf(rs)));
+  IOT_ASSERT_OK(store().Apply(BatchOf(rs)));
   auto names = [&](const DeviceQuery& q) {
     std::vector<std::string> out;
     for (const auto& d : Must(store().Devices(q))) out.push_back(d.device_id);
@@ -762,7 +750,7 @@ TEST_P(StoreConformance, DevicesAreListedAscendingWithPrefixAndAfter) {
 
 TEST_P(StoreConformance, DeviceIdsWithPunctuationAreMatchedLiterally) {
   const std::string odd = "a.b:c@d~e-f_g";
-  ASSERT_OK(store().Apply(
+  IOT_ASSERT_OK(store().Apply(
       BatchOf({MakeReading(1, odd, At(1)), MakeReading(2, "aXb:c@d~e-f_g", At(2)),
                MakeReading(3, "a.b:c@d~e-f_gh", At(3)), MakeReading(4, "a.b:c@d~e-fXg", At(4))})));
   WriteBatch b;
@@ -770,7 +758,7 @@ TEST_P(StoreConformance, DeviceIdsWithPunctuationAreMatchedLiterally) {
                   Delta("a.b:c@d~e-fXg", "humidity", minutes(1), At(0), {2})};
   b.alert_upserts = {MakeAlert(10, odd, AlertStatus::kActive, At(1)),
                      MakeAlert(11, "aXb:c@d~e-f_g", AlertStatus::kActive, At(1))};
-  ASSERT_OK(store().Apply(b));
+  IOT_ASSERT_OK(store().Apply(b));
 
   EXPECT_EQ(DeviceOf(store(), odd).readings, 1);
   EXPECT_EQ(Ids(Must(store().Telemetry(ForDevice(odd))).items), (std::vector<std::int64_t>{1}));
@@ -802,12 +790,12 @@ TEST_P(StoreConformance, StatsCountDevicesReadingsAggregatesAndFiredAlerts) {
                      MakeAlert(3, "d2", AlertStatus::kActive, At(3)),
                      MakeAlert(4, "d2", AlertStatus::kResolved, At(4)),
                      MakeAlert(5, "d2", AlertStatus::kPending, At(5))};  // has not fired
-  ASSERT_OK(store().Apply(b));
+  IOT_ASSERT_OK(store().Apply(b));
   WriteBatch b2;
   b2.aggregates = {Delta("d1", "humidity", minutes(1), At(0), {5})};  // merges: no new row
   b2.alert_upserts = {MakeAlert(3, "d2", AlertStatus::kResolved, At(3))};
   b2.alert_deletes = {1};
-  ASSERT_OK(store().Apply(b2));
+  IOT_ASSERT_OK(store().Apply(b2));
 
   Stats s = Must(store().GetStats(At(10)));
   EXPECT_EQ(s.devices, 2);
@@ -825,7 +813,7 @@ TEST_P(StoreConformance, IngestRateAveragesTheLastFiveCompleteMinutes) {
     WriteBatch b;
     b.ingested = n;
     b.processed_at = minute(m, 12.5);
-    ASSERT_OK(store().Apply(b));
+    IOT_ASSERT_OK(store().Apply(b));
   };
   ingest(0, 9000);  // more than 5 minutes before "now": outside the window
   ingest(4, 300);
@@ -845,10 +833,10 @@ TEST_P(StoreConformance, IngestRateOfAYoungStoreAveragesOnlyTheMinutesSinceItsFi
   WriteBatch b;
   b.ingested = 1200;
   b.processed_at = At(60.0 * 7 + 1);
-  ASSERT_OK(store().Apply(b));
+  IOT_ASSERT_OK(store().Apply(b));
   b.ingested = 600;
   b.processed_at = At(60.0 * 8 + 1);
-  ASSERT_OK(store().Apply(b));
+  IOT_ASSERT_OK(store().Apply(b));
 
   // At 9:10, minutes 7 and 8 are complete: 1800 readings in 120 s.
   EXPECT_DOUBLE_EQ(Must(store().GetStats(At(60.0 * 9 + 10))).ingest_rate_per_s, 15.0);
@@ -856,6 +844,6 @@ TEST_P(StoreConformance, IngestRateOfAYoungStoreAveragesOnlyTheMinutesSinceItsFi
   EXPECT_EQ(Must(store().GetStats(At(60.0 * 7 + 30))).ingest_rate_per_s, 0);
 }
 
-TEST_P(StoreConformance, PingSucceedsOnAHealthyStore) { ASSERT_OK(store().Ping()); }
+TEST_P(StoreConformance, PingSucceedsOnAHealthyStore) { IOT_ASSERT_OK(store().Ping()); }
 
 }  // namespace iot::store::testing
