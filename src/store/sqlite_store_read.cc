@@ -95,28 +95,27 @@ std::optional<std::string> PrefixEnd(std::string prefix) {
 
 // DeviceIdOf, SensorNameOf and WindowMicrosOf map keys back to what they stand for, through the
 // reader's caches.
-Result<std::string> DeviceIdOf(ReaderConnection& r, std::int64_t key) {
-  if (auto it = r.device_ids.find(key); it != r.device_ids.end()) return it->second;
-  if (r.device_ids.size() >= kMaxCacheEntries) r.device_ids.clear();
-  auto q = r.conn->Prepare(sql::kDeviceId);
+// CachedName looks `key` up in `cache`, else runs `query` (one text column) and caches it.
+Result<std::string> CachedName(ReaderConnection& r,
+                               std::unordered_map<std::int64_t, std::string>& cache,
+                               const char* query, std::int64_t key, const char* missing) {
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  if (cache.size() >= kMaxCacheEntries) cache.clear();
+  auto q = r.conn->Prepare(query);
   if (!q) return q.error();
   q->Bind(1, key);
   auto row = q->Step();
   if (!row) return row.error();
-  if (!*row) return MakeError(Errc::kCorruption, "raw chunk of an unknown device");
-  return r.device_ids.emplace(key, std::string(q->Text(0))).first->second;
+  if (!*row) return MakeError(Errc::kCorruption, missing);
+  return cache.emplace(key, std::string(q->Text(0))).first->second;
+}
+
+Result<std::string> DeviceIdOf(ReaderConnection& r, std::int64_t key) {
+  return CachedName(r, r.device_ids, sql::kDeviceId, key, "raw chunk of an unknown device");
 }
 
 Result<std::string> SensorNameOf(ReaderConnection& r, std::int64_t key) {
-  if (auto it = r.sensor_names.find(key); it != r.sensor_names.end()) return it->second;
-  if (r.sensor_names.size() >= kMaxCacheEntries) r.sensor_names.clear();
-  auto q = r.conn->Prepare(sql::kSensorName);
-  if (!q) return q.error();
-  q->Bind(1, key);
-  auto row = q->Step();
-  if (!row) return row.error();
-  if (!*row) return MakeError(Errc::kCorruption, "aggregate of an unknown sensor");
-  return r.sensor_names.emplace(key, std::string(q->Text(0))).first->second;
+  return CachedName(r, r.sensor_names, sql::kSensorName, key, "aggregate of an unknown sensor");
 }
 
 Result<std::int64_t> WindowMicrosOf(ReaderConnection& r, std::int64_t key) {
