@@ -127,7 +127,8 @@ def test_unknown_device_is_404(iotd):
 
 
 def test_stats_counts_everything(iotd):
-    ingest_series(iotd, "dev-s", 4, base_time())
+    # Four readings 1 s apart from the start of a minute: one 1m and one 1h window per sensor.
+    ingest_series(iotd, "dev-s", 4, base_time().replace(second=0))
     wait_readings(iotd, "dev-s", 4)
     s = iotd.get("/stats").json()
     assert s["total_devices"] == 1
