@@ -12,6 +12,7 @@
 #include "codec/reading_json.h"
 #include "codec/wire.h"
 #include "http/response.h"
+#include "http/router.h"
 
 namespace iot::services {
 namespace {
@@ -34,13 +35,12 @@ http::Response DecodeErrorResponse(const codec::DecodeError& e) {
   return http::MakeError(422, e.error.code, e.error.message, e.error.field);
 }
 
+// kNdjsonTypes are the media types of a newline-delimited batch.
+const std::vector<std::string> kNdjsonTypes = {"application/x-ndjson", "application/ndjson"};
+
 bool IsNdjson(const http::Request& request) {
   auto ct = request[bh::field::content_type];
-  auto semi = ct.find(';');
-  auto media = ct.substr(0, semi == std::string_view::npos ? ct.size() : semi);
-  while (!media.empty() && media.back() == ' ') media.remove_suffix(1);
-  return boost::beast::iequals(media, "application/x-ndjson") ||
-         boost::beast::iequals(media, "application/ndjson");
+  return http::MediaTypeMatches(std::string_view(ct.data(), ct.size()), kNdjsonTypes);
 }
 
 double SecondsSince(std::chrono::steady_clock::time_point start) {
@@ -80,7 +80,8 @@ void IngestService::RegisterRoutes(http::Router& router) {
       one);
   http::RouteOptions batch;
   batch.max_body_bytes = options_.max_batch_bytes;
-  batch.content_types = {"application/json", "application/x-ndjson", "application/ndjson"};
+  batch.content_types = kNdjsonTypes;
+  batch.content_types.push_back("application/json");
   router.Add(
       bh::verb::post, "/ingest/batch",
       [this](const http::Request& req, const http::PathParams&, http::Respond respond) {
