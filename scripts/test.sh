@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh: every test suite, in order, with one summary line at the end. Called by `make test`.
-#   1. unit + store conformance (ctest, release build)
-#   2. end-to-end against the real binary (pytest)
+#   0. the FerretDB server the MongoDB tests run (built once with Go, then cached)
+#   1. unit + store conformance + integration (ctest, release build)
+#   2. end-to-end against the real binary (pytest), on both stores
 #   3. unit tests again under AddressSanitizer + UBSan
 #   4. a bounded libFuzzer run of the reading parser
 set -uo pipefail
@@ -21,6 +22,13 @@ step() {
   echo "=== $name: ${result[$name]} in $((SECONDS - start)) s"
 }
 
+# A failed build fails this step loudly; the MongoDB tests then fail too, naming the fix.
+ferretdb() {
+  FERRETDB=$(scripts/ferretdb.sh build) || return 1
+  export FERRETDB
+  echo "FERRETDB=$FERRETDB"
+}
+step ferretdb ferretdb
 step unit ctest --test-dir build/release --output-on-failure -j "$JOBS" --timeout 300
 step e2e env IOTD="$PWD/build/release/src/app/iotd" python3 -m pytest -q -p no:cacheprovider tests/e2e
 asan() {

@@ -1,11 +1,19 @@
 """End-to-end fixtures: start the real `iotd` binary on free ports with a temporary DATA_DIR.
 
+Every test that uses the `iotd` or `data_dir` fixture runs twice, once per store: `[sqlite]`
+(the default) and `[mongodb]` (STORE=mongodb against one FerretDB server shared by the session,
+each test in a MONGO_DB of its own). An `Iotd` built on the same data_dir, as restarts do, keeps
+the same store and database.
+
 Nothing here waits on luck: a start waits for /ready, a shutdown for the process to exit, and
 "eventually" checks poll the API with a bounded deadline.
 """
+import itertools
 import json
 import os
 import pathlib
+import re
+import selectors
 import signal
 import subprocess
 import time
@@ -16,6 +24,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 IOTD = os.environ.get("IOTD", str(ROOT / "build/release/src/app/iotd"))
+STORES = ["sqlite", "mongodb"]
 
 
 class Response:
@@ -55,12 +64,108 @@ def eventually(fn, timeout=15.0, interval=0.05):
         time.sleep(interval)
 
 
+def ferretdb_binary():
+    """The FerretDB binary: $FERRETDB, else where scripts/ferretdb.sh builds it. A missing one
+    fails the test (never skips it), saying how to build it."""
+    path = os.environ.get("FERRETDB") or subprocess.run(
+        [str(ROOT / "scripts/ferretdb.sh"), "path"], capture_output=True, text=True,
+        check=True).stdout.strip()
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"FerretDB binary not found at {path!r}: run `scripts/ferretdb.sh build` "
+                    "(needs Go and the Go module proxy) or set FERRETDB", pytrace=False)
+    return path
+
+
+class FerretDb:
+    """One FerretDB server (MongoDB wire protocol, SQLite backend) on 127.0.0.1, its data in
+    `root/data/`. start() picks a free port the first time; restart() keeps port and data."""
+
+    READY = re.compile(rb"ferretdb listening on (mongodb://127\.0\.0\.1:(\d+)/)")
+
+    def __init__(self, root):
+        self.root = pathlib.Path(root)
+        self.data = self.root / "data"
+        self.log_path = self.root / "ferretdb.log"
+        self.proc = None
+        self.url = None
+        self.port = 0
+
+    def start(self, timeout=10):
+        self.data.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [ferretdb_binary(), "--listen-addr", f"127.0.0.1:{self.port}",
+                 "--sqlite-url", f"file:{self.data}/"], stdout=subprocess.PIPE, stderr=log)
+        line = self._read_line(timeout)
+        m = self.READY.match(line)
+        if not m:
+            self.stop()
+            raise AssertionError(f"FerretDB did not start within {timeout} s (printed {line!r}):"
+                                 f"\n{self.tail()}")
+        self.url, self.port = m.group(1).decode(), int(m.group(2))
+        return self
+
+    def _read_line(self, timeout):
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        line = b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while not line.endswith(b"\n"):
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    break
+                chunk = os.read(fd, 1)
+                if not chunk:
+                    break
+                line += chunk
+        return line
+
+    def stop(self, timeout=10):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def tail(self, n=20):
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+# The store settings of each data_dir handed out by the `data_dir` fixture, so that every Iotd
+# started on it (a restart too) uses the same store and database.
+_STORE_ENV = {}
+_db_counter = itertools.count(1)
+
+
+def store_env(data_dir):
+    """The environment that selects the store of the test that owns data_dir."""
+    return dict(_STORE_ENV.get(str(data_dir), {}))
+
+
+def unique_db_name(test_name):
+    """A MongoDB database name used by no other test of the session (at most 63 characters)."""
+    name = f"e2e_{next(_db_counter)}_" + re.sub(r"[^A-Za-z0-9_]", "_", test_name)
+    return name[:63]
+
+
 class Iotd:
     """One `iotd all` process. Ports are chosen by the OS (port 0) and read from its log."""
 
     def __init__(self, data_dir, env=None, args=None):
         self.data_dir = data_dir
-        self.extra_env = env or {}
+        self.extra_env = {**store_env(data_dir), **(env or {})}
         self.args = args or []
         self.proc = None
         self.ingest_port = None
@@ -153,9 +258,39 @@ class Iotd:
         self.log.close()
 
 
+@pytest.fixture(scope="session")
+def ferretdb(tmp_path_factory):
+    """The FerretDB server shared by every [mongodb] test of the session."""
+    server = FerretDb(tmp_path_factory.mktemp("ferretdb")).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def data_dir(tmp_path):
-    return tmp_path / "data"
+def own_ferretdb(tmp_path):
+    """A FerretDB server of the test's own, for tests that stop and restart it."""
+    server = FerretDb(tmp_path / "ferretdb").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=STORES)
+def store(request):
+    """The store settings of the test: {} plus STORE=sqlite, or STORE=mongodb with the shared
+    FerretDB's URL and a database of the test's own. FerretDB starts only if a test needs it."""
+    if request.param == "sqlite":
+        return {"STORE": "sqlite"}
+    server = request.getfixturevalue("ferretdb")
+    return {"STORE": "mongodb", "MONGO_URL": server.url,
+            "MONGO_DB": unique_db_name(request.node.name)}
+
+
+@pytest.fixture
+def data_dir(tmp_path, store):
+    path = tmp_path / "data"
+    _STORE_ENV[str(path)] = store
+    yield path
+    _STORE_ENV.pop(str(path), None)
 
 
 @pytest.fixture

@@ -102,10 +102,10 @@ def test_alerts_survive_restart_without_duplicates(data_dir):
 def test_invalid_rules_file_fails_at_start(data_dir, tmp_path):
     import os
     import subprocess
-    from conftest import IOTD
+    from conftest import IOTD, store_env
     rules = tmp_path / "bad.yaml"
     rules.write_text("rules:\n  - sensor: x\n    min: 5\n    max: 1\n")
-    env = dict(os.environ, DATA_DIR=str(data_dir), RULES_FILE=str(rules), INGEST_PORT="0",
-               DASHBOARD_PORT="0", BIND_ADDRESS="127.0.0.1")
+    env = dict(os.environ, **store_env(data_dir), DATA_DIR=str(data_dir), RULES_FILE=str(rules),
+               INGEST_PORT="0", DASHBOARD_PORT="0", BIND_ADDRESS="127.0.0.1")
     p = subprocess.run([IOTD, "all"], env=env, capture_output=True, timeout=20)
     assert p.returncode != 0
