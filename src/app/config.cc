@@ -1,5 +1,8 @@
 #include "app/config.h"
 
+#include <algorithm>
+#include <string_view>
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -51,6 +54,12 @@ void AddBackends(CLI::App* app, Config& c, bool uses_bus, bool uses_store) {
         ->check(CLI::IsMember({"full", "normal", "off"}));
     Opt(app, "--mongo-url", "MONGO_URL", c.mongo_url, "MongoDB connection URL (STORE=mongodb)");
     Opt(app, "--mongo-db", "MONGO_DB", c.mongo_db, "MongoDB database name");
+    Opt(app, "--mongo-pool-size", "MONGO_POOL_SIZE", c.mongo_pool_size,
+        "MongoDB connections per process (0: HTTP_THREADS + 4)")
+        ->check(CLI::Range(0, 1000));
+    Opt(app, "--mongo-timeout", "MONGO_TIMEOUT", c.mongo_timeout,
+        "How long to wait for MongoDB to connect or be selected before an operation fails "
+        "(MONGO_URL's own connectTimeoutMS / serverSelectionTimeoutMS win)");
   }
 }
 
@@ -75,6 +84,71 @@ void AddIngest(CLI::App* app, Config& c) {
 void AddAggregator(CLI::App* app, Config& c) {
   Opt(app, "--agg-windows", "AGG_WINDOWS", c.agg_windows,
       "Comma-separated tumbling window sizes (e.g. 1m,1h)");
+  Opt(app, "--raw-retention", "RAW_RETENTION", c.raw_retention,
+      "How long raw readings are kept, on their ts (e.g. 30d; empty: forever)");
+  Opt(app, "--agg-retention", "AGG_RETENTION", c.agg_retention,
+      "How long aggregates of each window are kept, on their window start (e.g. 1m=7d,1h=52w; "
+      "windows not listed and empty: forever)");
+  Opt(app, "--retention-interval", "RETENTION_INTERVAL", c.retention_interval,
+      "How often data older than the retention is deleted");
+}
+
+// Trim removes the spaces and tabs around `s`.
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// ParseRetention checks and converts RAW_RETENTION and AGG_RETENTION; errors name the option.
+Result<store::Retention> ParseRetention(const Config& c) {
+  store::Retention r;
+  if (!Trim(c.raw_retention).empty()) {
+    auto raw = core::ParseDuration(Trim(c.raw_retention));
+    if (!raw) {
+      return MakeError(Errc::kInvalidArgument,
+                       "RAW_RETENTION: not a duration: " + c.raw_retention + " (e.g. 30d)");
+    }
+    r.raw = *raw;
+  }
+  if (Trim(c.agg_retention).empty()) return r;
+  auto windows = core::ParseWindows(c.agg_windows);
+  if (!windows) return MakeError(Errc::kInvalidArgument, "AGG_WINDOWS: " + windows.error().message);
+  std::string_view rest = c.agg_retention;
+  while (true) {
+    const std::size_t comma = rest.find(',');
+    const std::string_view item = Trim(rest.substr(0, comma));
+    const std::size_t eq = item.find('=');
+    if (eq == std::string_view::npos) {
+      return MakeError(Errc::kInvalidArgument,
+                       "AGG_RETENTION: expected WINDOW=DURATION (e.g. 1m=7d), got '" +
+                           std::string(item) + "'");
+    }
+    const std::string_view window_text = Trim(item.substr(0, eq));
+    const std::string_view keep_text = Trim(item.substr(eq + 1));
+    auto window = core::ParseDuration(window_text);
+    if (!window || std::find(windows->begin(), windows->end(), *window) == windows->end()) {
+      return MakeError(Errc::kInvalidArgument,
+                       "AGG_RETENTION: '" + std::string(window_text) +
+                           "' is not one of AGG_WINDOWS (" + c.agg_windows + ")");
+    }
+    auto keep = core::ParseDuration(keep_text);
+    if (!keep) {
+      return MakeError(Errc::kInvalidArgument, "AGG_RETENTION: not a duration: '" +
+                                                   std::string(keep_text) + "' (for window " +
+                                                   std::string(window_text) + ")");
+    }
+    for (const auto& [w, k] : r.aggregates) {
+      if (w == *window) {
+        return MakeError(Errc::kInvalidArgument,
+                         "AGG_RETENTION: window " + std::string(window_text) + " listed twice");
+      }
+    }
+    r.aggregates.emplace_back(*window, *keep);
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return r;
 }
 
 void AddAlerts(CLI::App* app, Config& c) {
@@ -199,6 +273,15 @@ Status Validate(const Config& c) {
     return MakeError(Errc::kInvalidArgument,
                      "SHUTDOWN_TIMEOUT: not a duration: " + c.shutdown_timeout);
   }
+  if (auto r = ParseRetention(c); !r) return r.error();
+  if (auto t = core::ParseDuration(c.mongo_timeout); !t || t->count() <= 0) {
+    return MakeError(Errc::kInvalidArgument, "MONGO_TIMEOUT: not a positive duration: " +
+                                                 c.mongo_timeout + " (e.g. 3s)");
+  }
+  if (!core::ParseDuration(c.retention_interval)) {
+    return MakeError(Errc::kInvalidArgument,
+                     "RETENTION_INTERVAL: not a duration: " + c.retention_interval + " (e.g. 1m)");
+  }
   if (c.temp_min_threshold > c.temp_max_threshold) {
     return MakeError(Errc::kInvalidArgument, "TEMP_MIN_THRESHOLD is above TEMP_MAX_THRESHOLD");
   }
@@ -219,11 +302,12 @@ Status Validate(const Config& c) {
   if (c.bus != "embedded") {
     return MakeError(Errc::kUnavailable, "BUS=" + c.bus + " is not available in this build yet");
   }
-  if (c.store != "sqlite") {
-    return MakeError(Errc::kUnavailable,
-                     "STORE=" + c.store + " is not available in this build yet");
-  }
   return Status::Ok();
+}
+
+store::Retention RetentionFrom(const Config& c) {
+  auto r = ParseRetention(c);
+  return r ? std::move(*r) : store::Retention{};
 }
 
 }  // namespace iot::app

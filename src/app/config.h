@@ -3,8 +3,9 @@
 // Each option has one environment variable (the seed's names where the seed has one) and one
 // flag; `iotd <role> --help` lists them with their defaults. `BuildCli` declares the subcommands
 // on a CLI11 app; after parsing, `Config` holds the values and `Validate` checks what CLI11
-// cannot (window lists, durations, thresholds, port clashes, roles the
+// cannot (window lists, durations, retention, thresholds, port clashes, roles the
 // chosen bus supports); the rules file is read and checked at start-up (run.cc).
+// `RetentionFrom` turns the retention options into the store's `Retention`.
 #pragma once
 
 #include <chrono>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "core/result.h"
+#include "store/store.h"
 
 namespace CLI {
 class App;
@@ -44,6 +46,8 @@ struct Config {
   std::string kafka_bootstrap_servers = "kafka:9092";
   std::string mongo_url = "mongodb://mongo:27017";
   std::string mongo_db = "iotdb";
+  int mongo_pool_size = 0;            // MONGO_POOL_SIZE; 0: HTTP_THREADS + 4
+  std::string mongo_timeout = "3s";   // MONGO_TIMEOUT: connect and server selection
   std::string telemetry_topic = "telemetry.raw";
   std::string dlq_topic = "telemetry.dlq";
   int max_retries = 3;
@@ -54,6 +58,10 @@ struct Config {
 
   // Pipeline.
   std::string agg_windows = "1m,1h";
+  // Retention, applied by the process that runs the aggregator (empty: kept forever).
+  std::string raw_retention;              // RAW_RETENTION, a duration such as 30d
+  std::string agg_retention;              // AGG_RETENTION, e.g. "1m=7d,1h=52w"
+  std::string retention_interval = "1m";  // RETENTION_INTERVAL: how often Store::Expire runs
   std::string rules_file;
   std::string required_sensors = "temperature_c,humidity";
   std::string max_future = "5m";
@@ -86,6 +94,11 @@ void BuildCli(CLI::App& app, Config& config);
 
 // Validate checks the parsed values; the error names the option.
 Status Validate(const Config& config);
+
+// RetentionFrom builds the store's Retention from RAW_RETENTION and AGG_RETENTION (each window
+// of AGG_RETENTION with how long it is kept). For a config that Validate accepted; an invalid
+// one gives an empty Retention.
+store::Retention RetentionFrom(const Config& config);
 
 const char* RoleName(Role role);
 

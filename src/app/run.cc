@@ -2,10 +2,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -28,6 +30,7 @@
 #include "services/dashboard_service.h"
 #include "services/ingest_service.h"
 #include "services/ops_routes.h"
+#include "store/mongo_store.h"
 #include "store/sqlite_store.h"
 
 namespace iot::app {
@@ -143,6 +146,71 @@ class SignalWaiter {
   int received_ = 0;
 };
 
+// RetentionJob runs Store::Expire on its own thread ("retention"): once at Start, then every
+// `interval` until Stop, which wakes it at once (an Expire in progress finishes first; it works in
+// short transactions). What it deletes is logged and counted in store_expired_total; a failure
+// is logged, counted in store_expire_failures_total and tried again at the next interval.
+class RetentionJob {
+ public:
+  RetentionJob(store::Store& store, std::chrono::microseconds interval, const core::Clock& clock,
+               metrics::Registry& registry)
+      : store_(store),
+        interval_(interval),
+        clock_(clock),
+        expired_(registry.AddCounter("store_expired_total",
+                                     "Raw readings and aggregates deleted by retention")),
+        failures_(registry.AddCounter(
+            "store_expire_failures_total",
+            "Retention runs that failed (retried at the next interval)")) {}
+  ~RetentionJob() { Stop(); }
+  RetentionJob(const RetentionJob&) = delete;
+  RetentionJob& operator=(const RetentionJob&) = delete;
+
+  void Start() {
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "retention");
+      Run();
+    });
+  }
+
+  void Stop() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Run() {
+    std::unique_lock lock(mu_);
+    while (!stopping_) {
+      lock.unlock();
+      auto deleted = store_.Expire(clock_.Now());
+      if (!deleted) {
+        failures_.Inc();
+        spdlog::warn("retention: expiring old data failed: {}", deleted.error().message);
+      } else if (*deleted > 0) {
+        expired_.Inc(static_cast<double>(*deleted));
+        spdlog::info("retention: deleted {} raw readings and aggregates", *deleted);
+      }
+      lock.lock();
+      cv_.wait_for(lock, interval_, [this] { return stopping_; });
+    }
+  }
+
+  store::Store& store_;
+  const std::chrono::microseconds interval_;
+  const core::Clock& clock_;
+  metrics::Counter& expired_;
+  metrics::Counter& failures_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
 int Fail(const char* what, const Status& s) {
   spdlog::critical("{}: {}", what, s.error().message);
   return 1;
@@ -170,12 +238,32 @@ int RunServer(const Config& c) {
   const bool runs_workers = c.role == Role::kAll;
 
   // The store.
-  store::SqliteStoreOptions so;
-  so.path = (std::filesystem::path(c.data_dir) / "store.db").string();
-  so.sync = SyncFrom<store::SqliteStoreOptions::Sync>(c.store_sync);
-  auto opened_store = store::SqliteStore::Open(so);
-  if (!opened_store) return Fail("cannot open the store", opened_store.status());
-  std::unique_ptr<store::Store> store = std::move(*opened_store);
+  std::unique_ptr<store::Store> store;
+  if (c.store == "mongodb") {
+    store::MongoStoreOptions mo;
+    mo.url = c.mongo_url;
+    mo.database = c.mongo_db;
+    // Threads that use the store: HTTP threads, two workers, retention, the health monitor.
+    mo.max_pool_size = c.mongo_pool_size > 0 ? static_cast<std::size_t>(c.mongo_pool_size)
+                                             : static_cast<std::size_t>(c.http_threads) + 4;
+    auto timeout =
+        std::chrono::duration_cast<std::chrono::milliseconds>(*core::ParseDuration(c.mongo_timeout));
+    mo.connect_timeout = timeout;
+    mo.server_selection_timeout = timeout;
+    mo.retention = RetentionFrom(c);
+    auto opened = store::MongoStore::Open(mo);
+    if (!opened) return Fail("cannot open the MongoDB store", opened.status());
+    spdlog::info("store: MongoDB database {}", c.mongo_db);
+    store = std::move(*opened);
+  } else {
+    store::SqliteStoreOptions so;
+    so.path = (std::filesystem::path(c.data_dir) / "store.db").string();
+    so.sync = SyncFrom<store::SqliteStoreOptions::Sync>(c.store_sync);
+    so.retention = RetentionFrom(c);
+    auto opened = store::SqliteStore::Open(so);
+    if (!opened) return Fail("cannot open the store", opened.status());
+    store = std::move(*opened);
+  }
 
   // The bus.
   std::shared_ptr<bus::EmbeddedBus> bus;
@@ -231,6 +319,14 @@ int RunServer(const Config& c) {
                                                   registry);
     if (Status s = aggregator->Start(); !s) return Fail("cannot start the aggregator", s);
     if (Status s = alerter->Start(); !s) return Fail("cannot start the alerts worker", s);
+  }
+
+  // Retention: the process that writes the data deletes what it no longer keeps.
+  std::unique_ptr<RetentionJob> retention;
+  if (runs_workers && !RetentionFrom(c).empty()) {
+    retention = std::make_unique<RetentionJob>(*store, *core::ParseDuration(c.retention_interval),
+                                               clock, registry);
+    retention->Start();
   }
 
   // The listeners.
@@ -289,6 +385,7 @@ int RunServer(const Config& c) {
       spdlog::warn("bus flush incomplete: {}", s.error().message);
     }
   }
+  if (retention) retention->Stop();
   if (aggregator) aggregator->Stop();
   if (alerter) alerter->Stop();
   if (bus) bus->Close();

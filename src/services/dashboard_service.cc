@@ -165,23 +165,43 @@ bool DeviceExists(store::Store& store, const std::string& id, http::Respond& res
 
 }  // namespace
 
+// A cursor is "<ts hex>.<id hex>", followed by ".<key hex>" when the store's tie-breaker is a
+// key rather than a number (the MongoDB store's aggregates). Hex keeps it URL-safe.
 std::string EncodeCursor(const store::Cursor& c) {
-  return fmt::format("{:x}.{:x}", static_cast<std::uint64_t>(c.ts_us),
-                     static_cast<std::uint64_t>(c.id));
+  std::string out = fmt::format("{:x}.{:x}", static_cast<std::uint64_t>(c.ts_us),
+                                static_cast<std::uint64_t>(c.id));
+  if (!c.key.empty()) {
+    out += '.';
+    for (unsigned char ch : c.key) out += fmt::format("{:02x}", ch);
+  }
+  return out;
 }
 
 std::optional<store::Cursor> DecodeCursor(std::string_view text) {
+  constexpr std::size_t kMaxKeyBytes = 512;
+  auto hex = [](std::string_view part, std::uint64_t& value) {
+    if (part.empty()) return false;
+    auto [p, e] = std::from_chars(part.data(), part.data() + part.size(), value, 16);
+    return e == std::errc() && p == part.data() + part.size();
+  };
   auto dot = text.find('.');
-  if (dot == std::string_view::npos || dot == 0 || dot + 1 == text.size()) return std::nullopt;
+  if (dot == std::string_view::npos) return std::nullopt;
+  std::string_view a = text.substr(0, dot), rest = text.substr(dot + 1);
+  auto dot2 = rest.find('.');
+  std::string_view b = rest.substr(0, dot2);
   std::uint64_t ts = 0, id = 0;
-  auto a = text.substr(0, dot), b = text.substr(dot + 1);
-  auto [p1, e1] = std::from_chars(a.data(), a.data() + a.size(), ts, 16);
-  auto [p2, e2] = std::from_chars(b.data(), b.data() + b.size(), id, 16);
-  if (e1 != std::errc() || e2 != std::errc() || p1 != a.data() + a.size() ||
-      p2 != b.data() + b.size()) {
-    return std::nullopt;
+  if (!hex(a, ts) || !hex(b, id)) return std::nullopt;
+  store::Cursor cursor{static_cast<std::int64_t>(ts), static_cast<std::int64_t>(id), {}};
+  if (dot2 != std::string_view::npos) {
+    std::string_view k = rest.substr(dot2 + 1);
+    if (k.empty() || k.size() % 2 != 0 || k.size() / 2 > kMaxKeyBytes) return std::nullopt;
+    for (std::size_t i = 0; i < k.size(); i += 2) {
+      std::uint64_t byte = 0;
+      if (!hex(k.substr(i, 2), byte)) return std::nullopt;
+      cursor.key += static_cast<char>(byte);
+    }
   }
-  return store::Cursor{static_cast<std::int64_t>(ts), static_cast<std::int64_t>(id)};
+  return cursor;
 }
 
 DashboardService::DashboardService(store::Store& store, const core::Clock& clock)

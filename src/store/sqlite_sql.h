@@ -201,6 +201,40 @@ inline constexpr const char* kUpdateTotals =
     "span_mask = span_mask | ?6, "
     "first_minute = min(coalesce(first_minute, ?7), coalesce(?7, first_minute)) WHERE id = 1";
 
+// Retention (Expire). Chunks of span class ?1 wholly before the cutoff ?2 (max_ts < cutoff), at
+// most ?3; and chunks of class ?1 that straddle it (min_ts < cutoff <= max_ts), which all have
+// max_ts < cutoff + 2^class, so ?3 = cutoff + 2^class - 1 bounds the scan; at most ?4.
+inline constexpr const char* kExpiredChunks =
+    "SELECT chunk_id, device_key, max_ts, n FROM raw_chunks INDEXED BY raw_by_time "
+    "WHERE span_class = ?1 AND max_ts < ?2 LIMIT ?3";
+inline constexpr const char* kStraddlingChunks =
+    "SELECT chunk_id, device_key, max_ts, data FROM raw_chunks INDEXED BY raw_by_time "
+    "WHERE span_class = ?1 AND max_ts >= ?2 AND max_ts <= ?3 AND min_ts < ?2 LIMIT ?4";
+inline constexpr const char* kDeleteChunk = "DELETE FROM raw_chunks WHERE chunk_id = ?1";
+// Index entries of one chunk: ?1 device key, ?2 span class, ?3 max_ts, ?4 chunk id.
+inline constexpr const char* kUnindexChunk =
+    "DELETE FROM chunk_index "
+    "WHERE device_key = ?1 AND span_class = ?2 AND max_ts = ?3 AND chunk_id = ?4";
+inline constexpr const char* kUnindexRecentChunk =
+    "DELETE FROM chunk_index_recent "
+    "WHERE device_key = ?1 AND span_class = ?2 AND max_ts = ?3 AND chunk_id = ?4";
+// A trimmed chunk keeps its max_ts and span class (it spans less than before, so still less
+// than 2^class): only min_ts changes in its index entries (?5).
+inline constexpr const char* kTrimChunk =
+    "UPDATE raw_chunks SET min_ts = ?2, min_id = ?3, max_id = ?4, n = ?5, data = ?6 "
+    "WHERE chunk_id = ?1";
+inline constexpr const char* kReindexChunk =
+    "UPDATE chunk_index SET min_ts = ?5 "
+    "WHERE device_key = ?1 AND span_class = ?2 AND max_ts = ?3 AND chunk_id = ?4";
+inline constexpr const char* kReindexRecentChunk =
+    "UPDATE chunk_index_recent SET min_ts = ?5 "
+    "WHERE device_key = ?1 AND span_class = ?2 AND max_ts = ?3 AND chunk_id = ?4";
+// Aggregates of window key ?1 whose window starts before ?2, at most ?3 rows.
+inline constexpr const char* kExpireAggregates =
+    "DELETE FROM aggregated_data WHERE (window_key, window_start, device_key, sensor_key) IN ("
+    "SELECT window_key, window_start, device_key, sensor_key FROM aggregated_data "
+    "WHERE window_key = ?1 AND window_start < ?2 LIMIT ?3)";
+
 // Reads.
 inline constexpr const char* kDeviceForQuery =
     "SELECT device_key, span_mask FROM devices WHERE device_id = ?1";

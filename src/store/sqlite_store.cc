@@ -96,6 +96,19 @@ Status CreateOrCheckSchema(Connection& conn) {
   return txn.Commit();
 }
 
+Status CheckRetention(const Retention& retention) {
+  if (retention.raw && retention.raw->count() <= 0) {
+    return MakeError(Errc::kInvalidArgument, "store: raw retention must be positive");
+  }
+  for (const auto& [window, keep] : retention.aggregates) {
+    if (window.count() <= 0 || keep.count() <= 0) {
+      return MakeError(Errc::kInvalidArgument,
+                       "store: aggregate retention windows and durations must be positive");
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 SqliteStore::SqliteStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -104,6 +117,7 @@ SqliteStore::~SqliteStore() = default;
 Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const SqliteStoreOptions& options) {
   if (options.path.empty()) return MakeError(Errc::kInvalidArgument, "store: empty path");
   if (options.readers == 0) return MakeError(Errc::kInvalidArgument, "store: zero readers");
+  if (Status s = CheckRetention(options.retention); !s) return s.error();
   std::filesystem::path parent = std::filesystem::path(options.path).parent_path();
   if (!parent.empty()) {
     std::error_code ec;
@@ -164,6 +178,8 @@ Result<std::optional<Device>> SqliteStore::FindDevice(const std::string& device_
 Result<std::vector<Device>> SqliteStore::Devices(const DeviceQuery& q) { return impl_->Devices(q); }
 
 Result<Stats> SqliteStore::GetStats(core::Timestamp now) { return impl_->GetStats(now); }
+
+Result<std::int64_t> SqliteStore::Expire(core::Timestamp now) { return impl_->Expire(now); }
 
 Status SqliteStore::Ping() {
   {

@@ -37,14 +37,23 @@
 //     resolved, not pending), `ingest_rate_per_s` averages the last complete minutes (at most
 //     5, none before the first minute with an ingest count).
 //   - Readers see whole Applies only (snapshot isolation).
+//   - Retention (`options.retention`, applied by Expire): a raw reading with ts < now - raw is
+//     deleted, exactly, also from a chunk that holds newer readings (the chunk is re-encoded
+//     without it); an aggregate row of a listed window whose start < now - its keep is deleted.
+//     Stats `readings` and `aggregates` go down by what was deleted; device rows, their
+//     `readings` counters and `devices` stay. Expire works in transactions of at most
+//     kExpireChunksPerTxn chunks or kExpireAggregatesPerTxn rows and releases the writer between
+//     them, so Applies interleave; readers see each such transaction whole. When a step fails,
+//     the steps before it stay done and the error is returned. A reading deleted by Expire and
+//     then delivered again (a bus replay) is stored again; the next Expire deletes it.
 //
 // Lifecycle: Open creates the schema (or checks its version) and returns a ready store; the
 // destructor closes every connection (SQLite then checkpoints and removes the WAL). Nothing runs in
-// the background.
+// the background: Expire runs on the caller's thread (iotd calls it every RETENTION_INTERVAL).
 //
-// Thread-safety: every method may be called from any thread. Apply calls are serialized on one
-// writer connection; queries run on a pool of `readers` read connections and never wait for a
-// writer (WAL snapshot isolation), only for a free reader connection.
+// Thread-safety: every method may be called from any thread. Apply and Expire are serialized on
+// one writer connection; queries run on a pool of `readers` read connections and never wait for
+// a writer (WAL snapshot isolation), only for a free reader connection.
 #pragma once
 
 #include <cstddef>
@@ -75,13 +84,16 @@ struct SqliteStoreOptions {
   // busy_timeout_ms is how long a connection waits for a lock held by another process before
   // an operation fails with kUnavailable.
   int busy_timeout_ms = 5000;
+  // retention is what Expire deletes (store.h); empty: Expire deletes nothing. Every duration
+  // must be positive.
+  Retention retention;
 };
 
 class SqliteStore final : public Store {
  public:
-  // Open opens or creates the database at `options.path`. kInvalidArgument for an empty path or
-  // zero readers, kCorruption when the file is not a database of a known schema version,
-  // kUnavailable when it cannot be opened.
+  // Open opens or creates the database at `options.path`. kInvalidArgument for an empty path,
+  // zero readers or a retention duration or window that is not positive, kCorruption when the
+  // file is not a database of a known schema version, kUnavailable when it cannot be opened.
   static Result<std::unique_ptr<SqliteStore>> Open(const SqliteStoreOptions& options);
 
   ~SqliteStore() override;
@@ -98,6 +110,9 @@ class SqliteStore final : public Store {
   Result<std::optional<Device>> FindDevice(const std::string& device_id) override;
   Result<std::vector<Device>> Devices(const DeviceQuery& q) override;
   Result<Stats> GetStats(core::Timestamp now) override;
+  // Expire applies `options.retention` (see the guarantees above); it may take the writer several
+  // times, briefly each.
+  Result<std::int64_t> Expire(core::Timestamp now) override;
   // Ping reads from the database and fails when the last Apply failed for a reason other than
   // its input (an I/O error, a full disk), until an Apply succeeds again.
   Status Ping() override;

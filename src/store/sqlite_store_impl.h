@@ -2,7 +2,7 @@
 // src/store).
 //
 //   sqlite_store.cc        Open, the reader pool, Ping, LoadCheckpoint
-//   sqlite_store_write.cc  Apply (the writer)
+//   sqlite_store_write.cc  Apply (the writer) and Expire (retention, on the writer)
 //   sqlite_store_read.cc   the queries
 //
 // The schema and the statements are in sqlite_sql.h; the raw chunk format in raw_chunk.h.
@@ -41,6 +41,11 @@ inline constexpr std::size_t kMaxCacheEntries = 50'000;
 inline constexpr std::int64_t kRecentIndexRows = 32'768;
 // Aggregate rows remembered as existing (the current windows of every series), see Apply.
 inline constexpr std::size_t kMaxKnownAggregates = 65'536;
+// Expire's transactions are bounded so that Apply never waits long for the writer: at most this
+// many raw chunks deleted or trimmed (up to raw::kMaxChunkReadings readings each), or aggregate
+// rows deleted, per transaction.
+inline constexpr std::int64_t kExpireChunksPerTxn = 256;
+inline constexpr std::int64_t kExpireAggregatesPerTxn = 4'096;
 
 // Aggregate cursors pack (device key, sensor key, window key) into one positive int64, in this
 // order of significance, so that (window_start, packed) orders like the queries' ORDER BY.
@@ -222,6 +227,27 @@ struct SqliteStore::Impl {
   Status WriteAlerts(const WriteBatch& batch, TotalsDelta& totals);
   Status WriteIngest(const WriteBatch& batch, TotalsDelta& totals);
   Status WriteTotals(const TotalsDelta& t);
+
+  // ---- retention (sqlite_store_write.cc) ----
+
+  // ExpireStep is what one bounded Expire transaction did.
+  struct ExpireStep {
+    std::int64_t deleted = 0;  // raw readings or aggregate rows
+    bool more = false;         // it stopped at its bound: more may be left
+  };
+  // Expire runs bounded transactions, each taking write_mu, until nothing older than the
+  // retention is left; returns the raw readings and aggregate rows deleted.
+  Result<std::int64_t> Expire(core::Timestamp now);
+  // ExpireRawStep deletes chunks wholly before `cutoff` and trims chunks straddling it, at most
+  // kExpireChunksPerTxn, in one transaction (write_mu held).
+  Result<ExpireStep> ExpireRawStep(std::int64_t cutoff);
+  // ExpireAggregatesStep deletes at most kExpireAggregatesPerTxn rows of window `window_us`
+  // whose window starts before `cutoff`, in one transaction (write_mu held).
+  Result<ExpireStep> ExpireAggregatesStep(std::int64_t window_us, std::int64_t cutoff);
+  // TrimChunk rewrites chunk `chunk_id` (`blob`) without its readings older than `cutoff`;
+  // returns how many it dropped.
+  Result<std::int64_t> TrimChunk(std::int64_t chunk_id, std::int64_t device_key, int span_class,
+                                 std::int64_t max_ts, std::string_view blob, std::int64_t cutoff);
 
   // ---- queries (sqlite_store_read.cc) ----
   Result<Page<StoredReading>> Telemetry(const TelemetryQuery& query);

@@ -308,7 +308,7 @@ Result<Page<StoredReading>> SqliteStore::Impl::Telemetry(const TelemetryQuery& q
   if (heap.size() > query.limit) {
     heap.resize(query.limit);
     auto [ts, id] = ReadingKey(heap.back());
-    page.next = Cursor{ts, id};
+    page.next = Cursor{ts, id, {}};
   }
   return page;
 }
@@ -367,7 +367,7 @@ Result<Page<Aggregate>> SqliteStore::Impl::Aggregates(const AggregateQuery& quer
     if (!row) return row.error();
     if (!*row) break;
     if (page.items.size() == query.limit) {
-      page.next = Cursor{core::ToUnixMicros(page.items.back().key.window_start), last_packed};
+      page.next = Cursor{core::ToUnixMicros(page.items.back().key.window_start), last_packed, {}};
       break;
     }
     Aggregate a;
@@ -417,7 +417,7 @@ Result<Page<core::Alert>> SqliteStore::Impl::Alerts(const AlertQuery& query) {
     if (!*row) break;
     if (page.items.size() == query.limit) {
       const auto& last = page.items.back();
-      page.next = Cursor{core::ToUnixMicros(last.created_at), last.id};
+      page.next = Cursor{core::ToUnixMicros(last.created_at), last.id, {}};
       break;
     }
     auto alert = AlertFromRow(*q);

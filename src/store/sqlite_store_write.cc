@@ -1,9 +1,13 @@
-// sqlite_store_write.cc: SqliteStore::Apply, the writer (see sqlite_store_impl.h).
+// sqlite_store_write.cc: SqliteStore::Apply and Expire, the writer (see sqlite_store_impl.h).
 //
 // One Apply is one IMMEDIATE transaction on the writer connection: check the checkpoint, write
 // the raw chunks (after dropping duplicate ids), fold the devices, merge the aggregates, write
 // the alerts, the ingest count, the totals and the checkpoint, commit. Any failure rolls it all
 // back and resets the writer's caches to what the database holds.
+//
+// Expire (retention) also writes on the writer connection, in short transactions of its own:
+// it deletes the raw chunks wholly older than the cutoff, re-encodes those that straddle it,
+// deletes old aggregate rows of the windows listed, and lowers the totals accordingly.
 #include <algorithm>
 #include <string>
 #include <string_view>
@@ -490,6 +494,245 @@ Status SqliteStore::Impl::ApplyLocked(const WriteBatch& batch) {
     if (Status s = q->Run(); !s) return s;
   }
   return txn.Commit();
+}
+
+// ---- retention --------------------------------------------------------------------------
+//
+// Expire never holds the writer for long: each step is one transaction bounded in chunks or
+// rows, and write_mu is released between steps so that Applies interleave. Steps only delete
+// or shrink rows and never create keys, so a failed step leaves the writer's caches valid
+// (recent_index_rows is adjusted after the commit; known_aggregates only loses entries).
+
+namespace {
+
+// CutoffOf returns now - keep, or kMinI64 (nothing is older) when that underflows.
+std::int64_t CutoffOf(core::Timestamp now, core::Micros keep) {
+  std::int64_t now_us = core::ToUnixMicros(now);
+  std::int64_t keep_us = keep.count();
+  if (keep_us > 0 && now_us < detail::kMinI64 + keep_us) return detail::kMinI64;
+  return now_us - keep_us;
+}
+
+}  // namespace
+
+Result<std::int64_t> SqliteStore::Impl::Expire(core::Timestamp now) {
+  std::int64_t deleted = 0;
+  auto run = [&](auto step) -> Status {
+    while (true) {
+      Result<ExpireStep> r = [&] {
+        std::lock_guard lock(write_mu);
+        return step();
+      }();
+      if (!r) return r.error();
+      deleted += r->deleted;
+      if (!r->more) return Status::Ok();
+    }
+  };
+  const Retention& retention = options.retention;
+  if (retention.raw) {
+    const std::int64_t cutoff = CutoffOf(now, *retention.raw);
+    if (Status s = run([&] { return ExpireRawStep(cutoff); }); !s) return s.error();
+  }
+  for (const auto& [window, keep] : retention.aggregates) {
+    const std::int64_t cutoff = CutoffOf(now, keep);
+    const std::int64_t window_us = window.count();
+    if (Status s = run([&] { return ExpireAggregatesStep(window_us, cutoff); }); !s) {
+      return s.error();
+    }
+  }
+  return deleted;
+}
+
+Result<std::int64_t> SqliteStore::Impl::TrimChunk(std::int64_t chunk_id, std::int64_t device_key,
+                                                  int span_class, std::int64_t max_ts,
+                                                  std::string_view blob, std::int64_t cutoff) {
+  auto dec = raw::ChunkDecoder::Open(blob);
+  if (!dec) return dec.error();
+  std::vector<StoredReading> kept;
+  std::int64_t dropped = 0;
+  while (true) {
+    auto more = dec->Next();
+    if (!more) return more.error();
+    if (!*more) break;
+    if (dec->ts() < cutoff) {
+      ++dropped;
+    } else {
+      kept.push_back(dec->Materialize(""));  // chunks do not store the device id
+    }
+  }
+  // The query found min_ts < cutoff <= max_ts, so something is dropped and something is kept;
+  // anything else means the row does not describe its blob.
+  if (dropped == 0 || kept.empty()) {
+    return MakeError(Errc::kCorruption, "raw chunk " + std::to_string(chunk_id) +
+                                            ": its time range does not match its readings");
+  }
+  std::vector<const StoredReading*> sorted;
+  sorted.reserve(kept.size());
+  for (const auto& r : kept) sorted.push_back(&r);
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto* a, const auto* b) { return ReadingKey(*a) < ReadingKey(*b); });
+  std::int64_t min_id = kMaxI64;
+  std::int64_t max_id = kMinI64;
+  for (const auto* r : sorted) {
+    min_id = std::min(min_id, r->id.value);
+    max_id = std::max(max_id, r->id.value);
+  }
+  const std::int64_t min_ts = core::ToUnixMicros(sorted.front()->reading.ts);
+  std::string data;
+  raw::EncodeChunk(sorted, data);
+  {
+    auto q = writer->Prepare(sql::kTrimChunk);
+    if (!q) return q.error();
+    q->Bind(1, chunk_id)
+        .Bind(2, min_ts)
+        .Bind(3, min_id)
+        .Bind(4, max_id)
+        .Bind(5, static_cast<std::int64_t>(sorted.size()))
+        .BindBlob(6, data);
+    if (Status s = q->Run(); !s) return s.error();
+  }
+  // The chunk's entry is in one of the two index tiers.
+  for (const char* statement : {sql::kReindexChunk, sql::kReindexRecentChunk}) {
+    auto q = writer->Prepare(statement);
+    if (!q) return q.error();
+    q->Bind(1, device_key)
+        .Bind(2, std::int64_t{span_class})
+        .Bind(3, max_ts)
+        .Bind(4, chunk_id)
+        .Bind(5, min_ts);
+    if (Status s = q->Run(); !s) return s.error();
+  }
+  return dropped;
+}
+
+auto SqliteStore::Impl::ExpireRawStep(std::int64_t cutoff) -> Result<ExpireStep> {
+  ExpireStep step;
+  if (cutoff == kMinI64) return step;
+  Transaction txn(*writer);
+  if (Status s = txn.Begin(/*immediate=*/true); !s) return s.error();
+  std::uint64_t mask = 0;
+  {
+    auto q = writer->Prepare(sql::kGlobalSpanMask);
+    if (!q) return q.error();
+    auto row = q->Step();
+    if (!row) return row.error();
+    if (*row) mask = static_cast<std::uint64_t>(q->Int(0));
+  }
+
+  struct Chunk {
+    std::int64_t id, device_key, max_ts, n;
+    int span_class;
+    std::string data;  // only for chunks to trim
+  };
+  std::vector<Chunk> expired, straddling;
+  std::int64_t budget = detail::kExpireChunksPerTxn;
+  for (int c = 0; c < 64 && budget > 0; ++c) {
+    if (((mask >> c) & 1) == 0) continue;
+    {
+      auto q = writer->Prepare(sql::kExpiredChunks);
+      if (!q) return q.error();
+      q->Bind(1, std::int64_t{c}).Bind(2, cutoff).Bind(3, budget);
+      while (true) {
+        auto row = q->Step();
+        if (!row) return row.error();
+        if (!*row) break;
+        expired.push_back(Chunk{q->Int(0), q->Int(1), q->Int(2), q->Int(3), c, {}});
+        --budget;
+      }
+    }
+    if (budget == 0) break;
+    const std::int64_t reach =
+        c >= 63 || cutoff > kMaxI64 - ((std::int64_t{1} << c) - 1)
+            ? kMaxI64
+            : cutoff + ((std::int64_t{1} << c) - 1);
+    auto q = writer->Prepare(sql::kStraddlingChunks);
+    if (!q) return q.error();
+    q->Bind(1, std::int64_t{c}).Bind(2, cutoff).Bind(3, reach).Bind(4, budget);
+    while (true) {
+      auto row = q->Step();
+      if (!row) return row.error();
+      if (!*row) break;
+      straddling.push_back(Chunk{q->Int(0), q->Int(1), q->Int(2), 0, c, std::string(q->Blob(3))});
+      --budget;
+    }
+  }
+  step.more = budget == 0;
+
+  std::int64_t unindexed_recent = 0;
+  for (const Chunk& chunk : expired) {
+    {
+      auto q = writer->Prepare(sql::kDeleteChunk);
+      if (!q) return q.error();
+      q->Bind(1, chunk.id);
+      if (Status s = q->Run(); !s) return s.error();
+    }
+    for (const char* statement : {sql::kUnindexChunk, sql::kUnindexRecentChunk}) {
+      auto q = writer->Prepare(statement);
+      if (!q) return q.error();
+      q->Bind(1, chunk.device_key)
+          .Bind(2, std::int64_t{chunk.span_class})
+          .Bind(3, chunk.max_ts)
+          .Bind(4, chunk.id);
+      if (Status s = q->Run(); !s) return s.error();
+      if (statement == sql::kUnindexRecentChunk) {
+        unindexed_recent += sqlite3_changes64(writer->db());
+      }
+    }
+    step.deleted += chunk.n;
+  }
+  for (const Chunk& chunk : straddling) {
+    auto dropped =
+        TrimChunk(chunk.id, chunk.device_key, chunk.span_class, chunk.max_ts, chunk.data, cutoff);
+    if (!dropped) return dropped.error();
+    step.deleted += *dropped;
+  }
+  if (step.deleted > 0) {
+    TotalsDelta totals;
+    totals.readings = -step.deleted;
+    if (Status s = WriteTotals(totals); !s) return s.error();
+  }
+  if (Status s = txn.Commit(); !s) return s.error();
+  recent_index_rows = std::max<std::int64_t>(0, recent_index_rows - unindexed_recent);
+  return step;
+}
+
+auto SqliteStore::Impl::ExpireAggregatesStep(std::int64_t window_us, std::int64_t cutoff)
+    -> Result<ExpireStep> {
+  ExpireStep step;
+  if (cutoff == kMinI64) return step;
+  Transaction txn(*writer);
+  if (Status s = txn.Begin(/*immediate=*/true); !s) return s.error();
+  std::int64_t window_key = 0;
+  {
+    // Looked up, not created: a window size never stored has nothing to expire.
+    auto q = writer->Prepare(sql::kFindWindow);
+    if (!q) return q.error();
+    q->Bind(1, window_us);
+    auto row = q->Step();
+    if (!row) return row.error();
+    if (!*row) return step;
+    window_key = q->Int(0);
+  }
+  {
+    auto q = writer->Prepare(sql::kExpireAggregates);
+    if (!q) return q.error();
+    q->Bind(1, window_key).Bind(2, cutoff).Bind(3, detail::kExpireAggregatesPerTxn);
+    if (Status s = q->Run(); !s) return s.error();
+    step.deleted = sqlite3_changes64(writer->db());
+  }
+  step.more = step.deleted == detail::kExpireAggregatesPerTxn;
+  if (step.deleted > 0) {
+    TotalsDelta totals;
+    totals.aggregates = -step.deleted;
+    if (Status s = WriteTotals(totals); !s) return s.error();
+  }
+  // Apply merges into rows it knows exist with a plain UPDATE: forget the deleted ones first
+  // (also when the commit fails: forgetting is always safe).
+  std::erase_if(known_aggregates, [&](const AggregateRowKey& k) {
+    return k.window_key == window_key && k.window_start < cutoff;
+  });
+  if (Status s = txn.Commit(); !s) return s.error();
+  return step;
 }
 
 }  // namespace iot::store

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -75,6 +76,7 @@ struct WriteBatch {
 struct Cursor {
   std::int64_t ts_us = 0;  // the sort time of the last item
   std::int64_t id = 0;     // tie-breaker: the id of the last item
+  std::string key;         // a tie-breaker that is not a number (MongoDB aggregates' _id), or empty
 };
 
 struct TimeRange {
@@ -139,6 +141,14 @@ struct Stats {
   double ingest_rate_per_s = 0;
 };
 
+// Retention says how long data is kept (RAW_RETENTION, AGG_RETENTION); unset keeps it forever.
+struct Retention {
+  std::optional<core::Micros> raw;  // on a reading's ts
+  // (window size, how long) on an aggregate's window start; windows not listed are kept forever.
+  std::vector<std::pair<core::Micros, core::Micros>> aggregates;
+  bool empty() const { return !raw && aggregates.empty(); }
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -162,6 +172,13 @@ class Store {
   virtual Result<std::optional<Device>> FindDevice(const std::string& device_id) = 0;
   virtual Result<std::vector<Device>> Devices(const DeviceQuery& q) = 0;
   virtual Result<Stats> GetStats(core::Timestamp now) = 0;
+
+  // Expire deletes what the store's Retention (an option of each implementation) no longer keeps:
+  // raw readings with ts < now - raw, aggregates whose window start < now - their window's time.
+  // Device rows and their counters stay (Device::readings counts readings ever stored). Returns
+  // how many raw readings and aggregates were deleted; a store that leaves the deletion to its
+  // database (a MongoDB TTL index) may return 0 for what the database deletes by itself.
+  virtual Result<std::int64_t> Expire(core::Timestamp now) = 0;
 
   // Ping answers Ok when the store can serve reads and writes (readiness).
   virtual Status Ping() = 0;

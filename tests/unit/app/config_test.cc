@@ -26,7 +26,8 @@ const std::vector<std::string> kVariables = {
     "DLQ_TOPIC", "MAX_RETRIES", "STORE", "STORE_SYNC", "MONGO_URL", "MONGO_DB", "REQUIRED_SENSORS",
     "MAX_FUTURE", "MAX_BODY_BYTES", "MAX_BATCH_BYTES", "BATCH_MAX_ITEMS", "BUS_MAX_PENDING",
     "AGG_WINDOWS", "TEMP_MIN_THRESHOLD", "TEMP_MAX_THRESHOLD", "HUMIDITY_MIN_THRESHOLD",
-    "HUMIDITY_MAX_THRESHOLD", "RULES_FILE", "LOG_LEVEL", "SHUTDOWN_TIMEOUT"};
+    "HUMIDITY_MAX_THRESHOLD", "RULES_FILE", "LOG_LEVEL", "SHUTDOWN_TIMEOUT", "RAW_RETENTION",
+    "AGG_RETENTION", "RETENTION_INTERVAL"};
 
 class ConfigTest : public ::testing::Test {
  protected:
@@ -163,7 +164,25 @@ TEST_F(ConfigTest, ValidateRejectsValuesCli11CannotCheckNamingTheOption) {
       {{"alerts"}, {}, Errc::kInvalidArgument, "embedded bus"},
       {{"all", "--bus", "kafka"}, {}, Errc::kUnavailable, "BUS=kafka"},
       {{"aggregator"}, {{"BUS", "kafka"}}, Errc::kUnavailable, "BUS=kafka"},
-      {{"all", "--store", "mongodb"}, {}, Errc::kUnavailable, "STORE=mongodb"},
+      {{"all", "--raw-retention", "30 days"}, {}, Errc::kInvalidArgument, "RAW_RETENTION"},
+      {{"all"}, {{"RAW_RETENTION", "0d"}}, Errc::kInvalidArgument, "RAW_RETENTION"},
+      {{"all"}, {{"AGG_RETENTION", "1m"}}, Errc::kInvalidArgument, "AGG_RETENTION"},
+      {{"all"}, {{"AGG_RETENTION", "1m=7d,"}}, Errc::kInvalidArgument, "AGG_RETENTION"},
+      {{"all"}, {{"AGG_RETENTION", "1m=forever"}}, Errc::kInvalidArgument, "AGG_RETENTION"},
+      {{"all"}, {{"AGG_RETENTION", "1m=7d,1m=1d"}}, Errc::kInvalidArgument, "listed twice"},
+      // Every window must be aggregated.
+      {{"all"}, {{"AGG_RETENTION", "5m=7d"}}, Errc::kInvalidArgument, "AGG_WINDOWS"},
+      {{"all", "--agg-windows", "5m", "--agg-retention", "1h=52w"},
+       {},
+       Errc::kInvalidArgument,
+       "AGG_RETENTION"},
+      {{"aggregator", "--bus", "kafka", "--agg-retention", "1m=-7d"},
+       {},
+       Errc::kInvalidArgument,
+       "AGG_RETENTION"},
+      {{"all", "--retention-interval", "often"}, {}, Errc::kInvalidArgument,
+       "RETENTION_INTERVAL"},
+      {{"all"}, {{"RETENTION_INTERVAL", "0s"}}, Errc::kInvalidArgument, "RETENTION_INTERVAL"},
   };
   for (const auto& c : cases) {
     std::string trace;
@@ -185,6 +204,50 @@ TEST_F(ConfigTest, ValidateAcceptsTheEdgesOfWhatIsAllowed) {
   EXPECT_FALSE(Invalid({"all", "--temp-min-threshold", "20", "--temp-max-threshold", "20"})
                    .has_value());
   EXPECT_FALSE(Invalid({"all", "--agg-windows", " 1h , 1m "}).has_value());
+}
+
+TEST_F(ConfigTest, RetentionIsOffByDefault) {
+  Config c = Parse({"all"});
+  EXPECT_EQ(c.raw_retention, "");
+  EXPECT_EQ(c.agg_retention, "");
+  EXPECT_EQ(c.retention_interval, "1m");
+  EXPECT_TRUE(Validate(c).ok());
+  EXPECT_TRUE(RetentionFrom(c).empty());
+}
+
+TEST_F(ConfigTest, RetentionOptionsBuildTheStoresRetention) {
+  SetEnv("RAW_RETENTION", "30d");
+  SetEnv("AGG_WINDOWS", "1m,5m,1h");
+  SetEnv("AGG_RETENTION", " 1m=7d , 1h=52w");
+  SetEnv("RETENTION_INTERVAL", "10s");
+  Config c = Parse({"all"});
+  EXPECT_EQ(c.retention_interval, "10s");
+  ASSERT_TRUE(Validate(c).ok()) << Validate(c).error().message;
+  store::Retention r = RetentionFrom(c);
+  EXPECT_EQ(r.raw, std::optional<core::Micros>(std::chrono::days(30)));
+  using Keep = std::pair<core::Micros, core::Micros>;
+  EXPECT_EQ(r.aggregates,
+            (std::vector<Keep>{{std::chrono::minutes(1), std::chrono::days(7)},
+                               {std::chrono::hours(1), std::chrono::weeks(52)}}));
+
+  // Flags override, and either option alone is enough.
+  Config flags = Parse({"all", "--raw-retention", "", "--agg-retention", "5m=1d"});
+  ASSERT_TRUE(Validate(flags).ok());
+  r = RetentionFrom(flags);
+  EXPECT_FALSE(r.raw.has_value());
+  EXPECT_EQ(r.aggregates, (std::vector<Keep>{{std::chrono::minutes(5), std::chrono::days(1)}}));
+  Config raw_only = Parse({"aggregator", "--bus", "kafka", "--raw-retention", "12h",
+                           "--agg-retention", ""});
+  EXPECT_EQ(RetentionFrom(raw_only).raw, std::optional<core::Micros>(std::chrono::hours(12)));
+  EXPECT_TRUE(RetentionFrom(raw_only).aggregates.empty());
+  // The dashboard does not delete anything: the options are not its own.
+  EXPECT_THROW(Parse({"dashboard", "--raw-retention", "1d"}), CLI::ParseError);
+}
+
+TEST_F(ConfigTest, StoreMongodbIsAccepted) {
+  EXPECT_FALSE(Invalid({"all", "--store", "mongodb"}).has_value());
+  SetEnv("STORE", "mongodb");
+  EXPECT_FALSE(Invalid({"dashboard"}).has_value());
 }
 
 TEST_F(ConfigTest, Cli11RejectsValuesOfTheWrongTypeOrRange) {

@@ -317,6 +317,7 @@ class FlakyStore final : public store::Store {
     return inner_.Devices(q);
   }
   Result<store::Stats> GetStats(core::Timestamp now) override { return inner_.GetStats(now); }
+  Result<std::int64_t> Expire(core::Timestamp now) override { return inner_.Expire(now); }
   Status Ping() override { return inner_.Ping(); }
 
  private:

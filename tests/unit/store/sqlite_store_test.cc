@@ -56,13 +56,15 @@ std::vector<fs::path> g_dirs;
 StoreFactory SqliteFactory() {
   StoreFactory f;
   f.name = "sqlite";
-  f.make = []() -> std::unique_ptr<Store> {
+  f.make = [](const Retention& retention) -> std::unique_ptr<Store> {
     fs::path dir = NewTempDir();
     {
       std::lock_guard lock(g_dirs_mu);
       g_dirs.push_back(dir);
     }
-    auto store = SqliteStore::Open(SmallOptions(dir));
+    SqliteStoreOptions options = SmallOptions(dir);
+    options.retention = retention;
+    auto store = SqliteStore::Open(options);
     if (!store) {
       ADD_FAILURE() << store.error().message;
       return nullptr;
@@ -244,6 +246,17 @@ TEST_F(SqliteStoreTest, OpenRejectsInvalidOptions) {
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.error().code, Errc::kInvalidArgument);
   o = SqliteStoreOptions{};
+  store = SqliteStore::Open(o);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.error().code, Errc::kInvalidArgument);
+
+  o = SmallOptions(dir_);
+  o.retention.raw = core::Micros(0);
+  store = SqliteStore::Open(o);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.error().code, Errc::kInvalidArgument);
+  o.retention.raw.reset();
+  o.retention.aggregates = {{std::chrono::minutes(1), core::Micros(-5)}};
   store = SqliteStore::Open(o);
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.error().code, Errc::kInvalidArgument);
@@ -439,6 +452,201 @@ TEST_F(SqliteStoreTest, ChunksStayFindableWhenTheRecentIndexIsMergedIntoTheMainI
   auto stats = store->GetStats(At(0));
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->readings, static_cast<std::int64_t>(all.size()) + 1);
+}
+
+// QueryInt runs a one-value query through a separate connection.
+std::int64_t QueryInt(const fs::path& db, const std::string& sql) {
+  RawConnection conn(db);
+  sqlite3_stmt* stmt = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(conn.db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
+  std::int64_t n = -1;
+  if (sqlite3_step(stmt) == SQLITE_ROW) n = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+  return n;
+}
+
+// ExpectChunkIndexesConsistent checks that every raw chunk has exactly one entry, matching its
+// row, in one of the two index tiers, that no entry points nowhere, and that the totals count
+// the readings the chunks hold.
+void ExpectChunkIndexesConsistent(const fs::path& db) {
+  for (const char* tier : {"chunk_index", "chunk_index_recent"}) {
+    SCOPED_TRACE(tier);
+    EXPECT_EQ(QueryInt(db, std::string("SELECT count(*) FROM ") + tier +
+                               " i WHERE NOT EXISTS (SELECT 1 FROM raw_chunks c WHERE "
+                               "c.chunk_id = i.chunk_id AND c.device_key = i.device_key AND "
+                               "c.span_class = i.span_class AND c.max_ts = i.max_ts AND "
+                               "c.min_ts = i.min_ts)"),
+              0);
+  }
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM raw_chunks"),
+            QueryInt(db, "SELECT count(*) FROM chunk_index") +
+                QueryInt(db, "SELECT count(*) FROM chunk_index_recent"));
+  EXPECT_EQ(QueryInt(db, "SELECT sum(n) FROM raw_chunks"),
+            QueryInt(db, "SELECT readings FROM totals"));
+}
+
+TEST_F(SqliteStoreTest, ExpireInManySmallTransactionsKeepsBothChunkIndexTiersConsistent) {
+  // 40,000 readings three hours apart (a chunk each: more than the recent tier holds, so they
+  // move to the main tier) and a dense run across the cutoff, then late and new readings in the
+  // recent tier, again with a dense run across the cutoff. Expire deletes about half the chunks
+  // (many times kExpireChunksPerTxn) and trims the two dense runs' chunks.
+  constexpr double kGap = 3 * 3600.0;
+  constexpr double kCutoff = 20000 * kGap + 1800;
+  SqliteStoreOptions options = SmallOptions(dir_);
+  options.retention.raw = std::chrono::hours(1);
+  auto store = Open(options);
+  ASSERT_NE(store, nullptr);
+  std::vector<StoredReading> all;
+  std::int64_t id = 1;
+  {
+    std::vector<StoredReading> big;
+    for (int i = 0; i < 40000; ++i) big.push_back(MakeReading(id++, "d", At(i * kGap)));
+    for (int i = -50; i < 50; ++i) big.push_back(MakeReading(id++, "e", At(kCutoff + i)));
+    IOT_ASSERT_OK(store->Apply(BatchOf(big)));
+    all.insert(all.end(), big.begin(), big.end());
+  }
+  const fs::path db = dir_ / "store.db";
+  ASSERT_GE(CountRows(db, "chunk_index"), 40000);
+  {
+    std::vector<StoredReading> more;
+    for (int i = 0; i < 20; ++i) more.push_back(MakeReading(id++, "d", At(i * 2000 * kGap + 1)));
+    for (int i = -30; i < 30; ++i) more.push_back(MakeReading(id++, "d", At(kCutoff + i + 0.5)));
+    more.push_back(MakeReading(id++, "e", At(41000 * kGap)));
+    IOT_ASSERT_OK(store->Apply(BatchOf(more)));
+    all.insert(all.end(), more.begin(), more.end());
+  }
+  ASSERT_GT(CountRows(db, "chunk_index_recent"), 0);
+
+  const core::Timestamp cutoff = At(kCutoff);
+  std::int64_t old = 0;
+  for (const auto& r : all) old += r.reading.ts < cutoff ? 1 : 0;
+  auto deleted = store->Expire(cutoff + std::chrono::hours(1));
+  ASSERT_TRUE(deleted.ok()) << deleted.error().message;
+  EXPECT_EQ(*deleted, old);
+
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM raw_chunks WHERE min_ts < " +
+                             std::to_string(core::ToUnixMicros(cutoff))),
+            0);
+  ExpectChunkIndexesConsistent(db);
+  std::vector<StoredReading> kept;
+  for (const auto& r : all) {
+    if (r.reading.ts >= cutoff) kept.push_back(r);
+  }
+  std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) {
+    return std::make_pair(a.reading.ts, a.id) > std::make_pair(b.reading.ts, b.id);
+  });
+  TelemetryQuery q;
+  q.limit = 5000;
+  q.range.to = At(kCutoff + 100);
+  std::vector<StoredReading> want;
+  for (const auto& r : kept) {
+    if (r.reading.ts < At(kCutoff + 100)) want.push_back(r);
+  }
+  ASSERT_EQ(want.size(), 80u);  // the two dense runs' newer halves
+  EXPECT_EQ(ReadAll(*store, q), want);
+  q.device_id = "d";
+  std::erase_if(want, [](const auto& r) { return r.reading.device_id != "d"; });
+  EXPECT_EQ(ReadAll(*store, q), want);
+  auto stats = store->GetStats(At(0));
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->readings, static_cast<std::int64_t>(kept.size()));
+
+  // The writer's count of the recent tier stayed right: further Applies and a reopen agree.
+  IOT_ASSERT_OK(store->Apply(BatchOf({MakeReading(id++, "d", At(kCutoff + 7))})));
+  store.reset();
+  store = Open(options);
+  ASSERT_NE(store, nullptr);
+  IOT_ASSERT_OK(store->Apply(BatchOf({MakeReading(id++, "d", At(kCutoff + 8))})));
+  ExpectChunkIndexesConsistent(db);
+  auto again = store->Expire(cutoff + std::chrono::hours(1));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, 0);
+}
+
+TEST_F(SqliteStoreTest, ExpireDeletesMoreAggregatesThanOneTransactionHolds) {
+  SqliteStoreOptions options = SmallOptions(dir_);
+  options.retention.aggregates = {{std::chrono::minutes(1), std::chrono::hours(1)}};
+  auto store = Open(options);
+  ASSERT_NE(store, nullptr);
+  WriteBatch b;
+  core::Accumulator acc;
+  acc.Add(1);
+  for (int d = 0; d < 40; ++d) {
+    for (std::string sensor : {"temperature_c", "humidity"}) {
+      for (int m = 0; m <= 120; ++m) {
+        b.aggregates.push_back(AggregateDelta{
+            {"dev-" + std::to_string(d), sensor, std::chrono::minutes(1), At(60.0 * m)}, acc});
+      }
+    }
+  }
+  IOT_ASSERT_OK(store->Apply(b));
+  // Window starts before 2h - 1h: minutes 0..59.
+  const std::int64_t old = 40 * 2 * 60;
+  ASSERT_GT(old, 4096);
+  auto deleted = store->Expire(At(7200));
+  ASSERT_TRUE(deleted.ok()) << deleted.error().message;
+  EXPECT_EQ(*deleted, old);
+  const fs::path db = dir_ / "store.db";
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM aggregated_data"), 40 * 2 * 61);
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM aggregated_data WHERE window_start < " +
+                             std::to_string(core::ToUnixMicros(At(3600)))),
+            0);
+  auto stats = store->GetStats(At(7200));
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->aggregates, 40 * 2 * 61);
+}
+
+TEST_F(SqliteStoreTest, ApplyAndExpireFromTwoThreadsKeepTheTotalsExact) {
+  // One thread applies batches of new readings (kept) and late ones (expired); another expires
+  // meanwhile. After a last Expire only the new readings are left, and the totals agree.
+  SqliteStoreOptions options = SmallOptions(dir_);
+  options.retention.raw = std::chrono::hours(1);
+  auto store = Open(options);
+  ASSERT_NE(store, nullptr);
+  const core::Timestamp now = At(100000);
+  constexpr int kBatches = 60;
+  std::atomic<bool> done{false};
+  std::vector<StoredReading> fresh;
+  const std::vector<std::string> devices = {"d0", "d1", "d2", "d3", "d4"};
+  std::thread writer([&] {
+    std::int64_t id = 1;
+    for (int b = 0; b < kBatches; ++b) {
+      std::vector<StoredReading> rs;
+      for (int i = 0; i < 50; ++i) {
+        const std::string& device = devices[static_cast<std::size_t>(i % 5)];
+        rs.push_back(MakeReading(id++, device, At(100000 - 3600 + b * 50 + i)));
+        fresh.push_back(rs.back());
+        rs.push_back(MakeReading(id++, device, At(100000 - 3600 - 1 - b * 50 - i)));
+      }
+      EXPECT_TRUE(store->Apply(BatchOf(rs)).ok());
+    }
+    done.store(true);
+  });
+  std::int64_t deleted = 0;
+  while (!done.load()) {
+    auto n = store->Expire(now);
+    if (!n.ok()) {
+      ADD_FAILURE() << n.error().message;  // no ASSERT: the writer thread must be joined
+      break;
+    }
+    deleted += *n;
+  }
+  writer.join();
+  auto last = store->Expire(now);
+  ASSERT_TRUE(last.ok());
+  deleted += *last;
+  EXPECT_EQ(deleted, kBatches * 50);
+
+  std::sort(fresh.begin(), fresh.end(), [](const auto& a, const auto& b) {
+    return std::make_pair(a.reading.ts, a.id) > std::make_pair(b.reading.ts, b.id);
+  });
+  TelemetryQuery q;
+  q.limit = 1000;
+  EXPECT_EQ(ReadAll(*store, q), fresh);
+  auto stats = store->GetStats(now);
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->readings, kBatches * 50);
+  ExpectChunkIndexesConsistent(dir_ / "store.db");
 }
 
 TEST_F(SqliteStoreTest, ReadersSeeWholeBatchesWhileAWriterApplies) {

@@ -111,8 +111,14 @@ std::string StoreFactoryName(const ::testing::TestParamInfo<StoreFactory>& info)
 void PrintTo(const StoreFactory& factory, std::ostream* os) { *os << factory.name; }
 
 void StoreConformance::SetUp() {
-  store_ = GetParam().make();
+  store_ = GetParam().make(Retention{});
   ASSERT_NE(store_, nullptr);
+}
+
+std::unique_ptr<Store> StoreConformance::MakeStore(const Retention& retention) {
+  auto made = GetParam().make(retention);
+  EXPECT_NE(made, nullptr);
+  return made;
 }
 
 void StoreConformance::TearDown() {
@@ -842,6 +848,274 @@ TEST_P(StoreConformance, IngestRateOfAYoungStoreAveragesOnlyTheMinutesSinceItsFi
   EXPECT_DOUBLE_EQ(Must(store().GetStats(At(60.0 * 9 + 10))).ingest_rate_per_s, 15.0);
   // During minute 7 nothing is complete yet.
   EXPECT_EQ(Must(store().GetStats(At(60.0 * 7 + 30))).ingest_rate_per_s, 0);
+}
+
+// ---- retention ----------------------------------------------------------------------------
+
+namespace {
+
+// AtUs returns kBaseUs + `us` exactly (At's double seconds cannot name every microsecond).
+core::Timestamp AtUs(std::int64_t us) { return core::FromUnixMicros(kBaseUs + us); }
+
+Retention KeepRaw(Micros keep) {
+  Retention r;
+  r.raw = keep;
+  return r;
+}
+
+// Kept returns the readings of `all` (of `device`, when given) with ts >= cutoff, newest first.
+std::vector<StoredReading> Kept(const std::vector<StoredReading>& all, core::Timestamp cutoff,
+                                const std::optional<std::string>& device = std::nullopt) {
+  std::vector<StoredReading> out;
+  for (const auto& r : all) {
+    if (r.reading.ts < cutoff) continue;
+    if (device && r.reading.device_id != *device) continue;
+    out.push_back(r);
+  }
+  std::sort(out.begin(), out.end(), Newer);
+  return out;
+}
+
+std::vector<Aggregate> AllAggregates(Store& store) {
+  AggregateQuery q;
+  q.limit = 100000;
+  return Must(store.Aggregates(q)).items;
+}
+
+}  // namespace
+
+TEST_P(StoreConformance, ExpireDeletesExactlyTheRawReadingsOlderThanTheCutoff) {
+  auto s = MakeStore(KeepRaw(hours(1)));
+  ASSERT_NE(s, nullptr);
+  const core::Timestamp now = At(10000);
+  const core::Timestamp cutoff = At(10000 - 3600);
+  std::vector<StoredReading> all;
+  std::int64_t id = 1;
+  auto add = [&](std::vector<StoredReading>& batch, const std::string& device,
+                 core::Timestamp ts) {
+    batch.push_back(MakeReading(id, device, ts, static_cast<double>(id % 97)));
+    ++id;
+  };
+  auto apply = [&](std::vector<StoredReading> batch) {
+    all.insert(all.end(), batch.begin(), batch.end());
+    IOT_ASSERT_OK(s->Apply(BatchOf(std::move(batch))));
+  };
+
+  // One batch per device straddling the cutoff, with readings exactly at it, one microsecond
+  // before it and ties on the cutoff.
+  {
+    std::vector<StoredReading> b;
+    for (std::string device : {"a", "b", "c"}) {
+      for (int t = 6300; t <= 6500; t += 10) add(b, device, At(t));
+      add(b, device, cutoff);
+      add(b, device, AtUs(6400'000'000 - 1));
+    }
+    apply(b);
+  }
+  // Wholly old batches.
+  {
+    std::vector<StoredReading> b;
+    for (int t = 100; t < 200; t += 10) {
+      add(b, "a", At(t));
+      add(b, "b", At(t + 1));
+    }
+    apply(b);
+  }
+  // Out-of-order arrivals: ids ascending, times jumping across the cutoff.
+  {
+    std::vector<StoredReading> b;
+    add(b, "a", At(9000));
+    add(b, "a", At(50));
+    add(b, "b", At(6399.5));
+    add(b, "c", At(7000));
+    add(b, "c", At(6000));
+    add(b, "a", cutoff);
+    add(b, "b", At(9999));
+    apply(b);
+  }
+  // A device with readings 80 minutes apart (each alone in its storage unit, in most layouts),
+  // all old but the one at `now`: far more than one small unit of work.
+  {
+    std::vector<StoredReading> b;
+    for (int k = 299; k >= 0; --k) add(b, "sparse", At(10000.0 - 4800.0 * k));
+    apply(b);
+  }
+  // A large batch of one device, half of it before the cutoff.
+  {
+    std::vector<StoredReading> b;
+    for (int k = 0; k < 1500; ++k) add(b, "dense", At(6000 + k * 0.5));
+    apply(b);
+  }
+  std::int64_t old = 0;
+  for (const auto& r : all) old += r.reading.ts < cutoff ? 1 : 0;
+  ASSERT_GT(old, 400);
+
+  const std::vector<Device> devices_before = Must(s->Devices(DeviceQuery{}));
+  const Stats stats_before = Must(s->GetStats(now));
+  auto first_dense = Must(s->Telemetry(ForDevice("dense", 5)));
+  ASSERT_TRUE(first_dense.next);
+
+  EXPECT_EQ(Must(s->Expire(now)), old);
+
+  const std::vector<std::optional<std::string>> listings = {
+      std::nullopt, "a", "b", "c", "sparse", "dense"};
+  for (const auto& device : listings) {
+    SCOPED_TRACE(device.value_or("*"));
+    TelemetryQuery q;
+    q.device_id = device;
+    q.limit = 7;
+    auto got = ReadAll(*s, q);
+    auto want = Kept(all, cutoff, device);
+    ASSERT_EQ(Ids(got), Ids(want));
+    EXPECT_EQ(got, want);
+  }
+  // A cursor taken before the expiry goes on where it was.
+  TelemetryQuery rest = ForDevice("dense", 50);
+  rest.after = first_dense.next;
+  auto want_dense = Kept(all, cutoff, "dense");
+  EXPECT_EQ(Ids(ReadAll(*s, rest)),
+            Ids(std::vector<StoredReading>(want_dense.begin() + 5, want_dense.end())));
+  // A range across the cutoff.
+  TelemetryQuery ranged = ForDevice("a");
+  ranged.range.from = At(0);
+  ranged.range.to = At(6401);
+  std::vector<StoredReading> want_ranged;
+  for (const auto& r : Kept(all, cutoff, "a")) {
+    if (r.reading.ts < At(6401)) want_ranged.push_back(r);
+  }
+  EXPECT_EQ(Ids(Must(s->Telemetry(ranged)).items), Ids(want_ranged));
+
+  Stats stats = Must(s->GetStats(now));
+  EXPECT_EQ(stats.readings, static_cast<std::int64_t>(all.size()) - old);
+  EXPECT_EQ(stats.readings, stats_before.readings - old);
+  EXPECT_EQ(stats.devices, stats_before.devices);
+  EXPECT_EQ(Must(s->Devices(DeviceQuery{})), devices_before);  // rows and counters stay
+
+  // Again: nothing left to delete.
+  EXPECT_EQ(Must(s->Expire(now)), 0);
+  EXPECT_EQ(Ids(ReadAll(*s, TelemetryQuery{})), Ids(Kept(all, cutoff)));
+  EXPECT_EQ(Must(s->GetStats(now)).readings, stats.readings);
+
+  // Later, the cutoff moves on; new readings are stored and listed as usual.
+  std::vector<StoredReading> b;
+  add(b, "a", At(12000));
+  add(b, "dense", At(6500));
+  apply(b);
+  const core::Timestamp later_cutoff = At(6600);
+  std::int64_t more = 0;
+  for (const auto& r : all) more += r.reading.ts >= cutoff && r.reading.ts < later_cutoff ? 1 : 0;
+  EXPECT_EQ(Must(s->Expire(At(6600 + 3600))), more);
+  EXPECT_EQ(Ids(ReadAll(*s, TelemetryQuery{})), Ids(Kept(all, later_cutoff)));
+  EXPECT_EQ(Ids(ReadAll(*s, ForDevice("dense", 9))), Ids(Kept(all, later_cutoff, "dense")));
+  EXPECT_EQ(Must(s->GetStats(now)).readings,
+            static_cast<std::int64_t>(Kept(all, later_cutoff).size()));
+  ASSERT_EQ(devices_before.front().device_id, "a");
+  EXPECT_EQ(DeviceOf(*s, "a").readings, devices_before.front().readings + 1);
+}
+
+TEST_P(StoreConformance, ExpireDeletesAggregatesOnlyOfListedWindowsOlderThanTheirKeep) {
+  Retention r;
+  r.aggregates = {{Micros(minutes(1)), Micros(hours(1))},
+                  {Micros(minutes(5)), Micros(hours(2))},
+                  {Micros(hours(24)), Micros(hours(1))}};  // listed, never stored
+  auto s = MakeStore(r);
+  ASSERT_NE(s, nullptr);
+  const core::Timestamp now = At(7200);
+  WriteBatch b = BatchOf({MakeReading(1, "d1", At(-90000)), MakeReading(2, "d2", At(10))});
+  std::vector<Aggregate> all;
+  auto add = [&](const std::string& device, const std::string& sensor, Micros window, double t) {
+    b.aggregates.push_back(Delta(device, sensor, window, At(t), {t, t + 1}));
+    all.push_back(Aggregate{b.aggregates.back().key, b.aggregates.back().acc});
+  };
+  for (std::string device : {"d1", "d2"}) {
+    for (std::string sensor : {"temperature_c", "humidity"}) {
+      for (int m = 0; m <= 120; m += 10) add(device, sensor, minutes(1), 60.0 * m);
+    }
+    for (int h = -2; h <= 2; ++h) add(device, "humidity", hours(1), 3600.0 * h);  // not listed
+    for (int k = -2; k < 2; ++k) add(device, "humidity", minutes(5), 300.0 * k);
+  }
+  IOT_ASSERT_OK(s->Apply(b));
+
+  // 1m: starts before now - 1h = At(3600); 5m: starts before now - 2h = At(0).
+  auto expired = [&](const Aggregate& a) {
+    if (a.key.window == minutes(1)) return a.key.window_start < At(3600);
+    if (a.key.window == minutes(5)) return a.key.window_start < At(0);
+    return false;
+  };
+  std::vector<Aggregate> want;
+  for (const auto& a : all) {
+    if (!expired(a)) want.push_back(a);
+  }
+  const auto deleted = static_cast<std::int64_t>(all.size() - want.size());
+  ASSERT_EQ(deleted, 2 * 2 * 6 + 2 * 2);
+  const Stats before = Must(s->GetStats(now));
+
+  EXPECT_EQ(Must(s->Expire(now)), deleted);
+  ExpectNewestFirstAndEqualAsSets(AllAggregates(*s), want);
+  Stats after = Must(s->GetStats(now));
+  EXPECT_EQ(after.aggregates, before.aggregates - deleted);
+  EXPECT_EQ(after.aggregates, static_cast<std::int64_t>(want.size()));
+  // Raw readings have no retention here.
+  EXPECT_EQ(Ids(ReadAll(*s, TelemetryQuery{})), (std::vector<std::int64_t>{2, 1}));
+  EXPECT_EQ(after.readings, 2);
+
+  EXPECT_EQ(Must(s->Expire(now)), 0);
+  ExpectNewestFirstAndEqualAsSets(AllAggregates(*s), want);
+
+  // A late delta for an expired window starts a new row; one for a kept window merges.
+  WriteBatch late;
+  late.aggregates = {Delta("d1", "temperature_c", minutes(1), At(0), {7}),
+                     Delta("d1", "temperature_c", minutes(1), At(3600), {7})};
+  IOT_ASSERT_OK(s->Apply(late));
+  AggregateQuery q;
+  q.device_id = "d1";
+  q.sensor_type = "temperature_c";
+  q.window = minutes(1);
+  q.range.to = At(3601);
+  auto items = Must(s->Aggregates(q)).items;
+  ASSERT_EQ(items.size(), 2u);
+  EXPECT_EQ(items[0].key.window_start, At(3600));
+  EXPECT_EQ(items[0].acc.count, 3);
+  EXPECT_EQ(items[1].key.window_start, At(0));
+  EXPECT_EQ(items[1].acc.count, 1);
+  EXPECT_EQ(items[1].acc.sum, 7);
+  EXPECT_EQ(Must(s->GetStats(now)).aggregates, after.aggregates + 1);
+}
+
+TEST_P(StoreConformance, ExpireCountsRawReadingsAndAggregatesTogether) {
+  Retention r;
+  r.raw = Micros(hours(1));
+  r.aggregates = {{Micros(minutes(1)), Micros(hours(1))}};
+  auto s = MakeStore(r);
+  ASSERT_NE(s, nullptr);
+  WriteBatch b = BatchOf({MakeReading(1, "d", At(0)), MakeReading(2, "d", At(1)),
+                          MakeReading(3, "d", At(4000))});
+  b.aggregates = {Delta("d", "humidity", minutes(1), At(0), {1}),
+                  Delta("d", "humidity", minutes(1), At(3960), {1})};
+  IOT_ASSERT_OK(s->Apply(b));
+
+  EXPECT_EQ(Must(s->Expire(At(3600 + 60))), 3);
+  EXPECT_EQ(Ids(ReadAll(*s, TelemetryQuery{})), (std::vector<std::int64_t>{3}));
+  EXPECT_EQ(AllAggregates(*s).size(), 1u);
+  Stats stats = Must(s->GetStats(At(4000)));
+  EXPECT_EQ(stats.readings, 1);
+  EXPECT_EQ(stats.aggregates, 1);
+  EXPECT_EQ(stats.devices, 1);
+  EXPECT_EQ(DeviceOf(*s, "d").readings, 3);
+  EXPECT_EQ(DeviceOf(*s, "d").first_seen, At(0));
+}
+
+TEST_P(StoreConformance, ExpireWithoutRetentionDeletesNothing) {
+  WriteBatch b = BatchOf({MakeReading(1, "d", At(-1e6)), MakeReading(2, "d", At(1))});
+  b.aggregates = {Delta("d", "humidity", minutes(1), At(-1e6), {1})};
+  IOT_ASSERT_OK(store().Apply(b));
+
+  EXPECT_EQ(Must(store().Expire(At(1e8))), 0);
+  EXPECT_EQ(Ids(ReadAll(store(), TelemetryQuery{})), (std::vector<std::int64_t>{2, 1}));
+  EXPECT_EQ(AllAggregates(store()).size(), 1u);
+  Stats stats = Must(store().GetStats(At(1e8)));
+  EXPECT_EQ(stats.readings, 2);
+  EXPECT_EQ(stats.aggregates, 1);
 }
 
 TEST_P(StoreConformance, PingSucceedsOnAHealthyStore) { IOT_ASSERT_OK(store().Ping()); }

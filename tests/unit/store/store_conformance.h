@@ -7,9 +7,10 @@
 //                            ::testing::Values(StoreFactory{"sqlite", make, cleanup}),
 //                            StoreFactoryName);
 //
-// `make` returns a new, empty store for one test; `cleanup` (optional) runs after the test's
-// store has been destroyed, e.g. to remove its files or drop its database. Tests use only the
-// Store interface, fixed timestamps and no clocks or sleeps.
+// `make` returns a new, empty store for one test, configured with the given Retention (what
+// Expire deletes; the fixture's own store has none); `cleanup` (optional) runs after the test's
+// stores have been destroyed, e.g. to remove their files or drop their databases. Tests use only
+// the Store interface, fixed timestamps and no clocks or sleeps.
 #pragma once
 
 #include <cstdint>
@@ -28,7 +29,7 @@ namespace iot::store::testing {
 
 struct StoreFactory {
   std::string name;
-  std::function<std::unique_ptr<Store>()> make;
+  std::function<std::unique_ptr<Store>(const Retention&)> make;
   std::function<void()> cleanup;
 };
 
@@ -44,6 +45,10 @@ class StoreConformance : public ::testing::TestWithParam<StoreFactory> {
   void TearDown() override;
 
   Store& store() { return *store_; }
+
+  // MakeStore returns another new, empty store with `retention`, e.g. to test Expire. The test
+  // owns it and must let it go before the test ends (cleanup runs in TearDown).
+  std::unique_ptr<Store> MakeStore(const Retention& retention);
 
   std::unique_ptr<Store> store_;
 };
