@@ -77,6 +77,24 @@ namespace {
 
 std::once_flag g_mongoc_init;
 
+// LogToSpdlog sends the driver's log to ours: errors and warnings as such, the rest at debug.
+void LogToSpdlog(mongoc_log_level_t level, const char* domain, const char* message, void*) {
+  // FerretDB has no endSessions command; the driver warns about it whenever a pool closes.
+  if (std::string_view(message).find("endSessions") != std::string_view::npos) return;
+  switch (level) {
+    case MONGOC_LOG_LEVEL_ERROR:
+    case MONGOC_LOG_LEVEL_CRITICAL:
+      spdlog::error("mongoc {}: {}", domain, message);
+      break;
+    case MONGOC_LOG_LEVEL_WARNING:
+      spdlog::warn("mongoc {}: {}", domain, message);
+      break;
+    default:
+      spdlog::debug("mongoc {}: {}", domain, message);
+      break;
+  }
+}
+
 // FinishFailedBulk decides about a bulk write that reported a failure: acceptable when every
 // write error is a duplicate key (the op was done before) and no write concern failed.
 Result<mongo::BulkOutcome> FinishFailedBulk(mongo::BulkOutcome outcome, const bson_t* reply,
@@ -170,7 +188,10 @@ mongo::Collection MongoStore::Impl::Coll(mongo::Lease& lease, const char* name) 
 }
 
 Status MongoStore::Impl::Connect() {
-  std::call_once(g_mongoc_init, [] { mongoc_init(); });
+  std::call_once(g_mongoc_init, [] {
+    mongoc_init();
+    mongoc_log_set_handler(LogToSpdlog, nullptr);
+  });
   if (!ValidDatabaseName(options.database)) {
     return MakeError(Errc::kInvalidArgument, "MONGO_DB: not a valid database name: \"" +
                                                  options.database + "\"");

@@ -42,6 +42,8 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
+#include <string_view>
 #include <memory>
 #include <string>
 
@@ -66,6 +68,11 @@ struct MongoStoreOptions {
   std::chrono::milliseconds initial_backoff{50};
   std::chrono::milliseconds max_backoff{1000};
   Retention retention;
+  // crash_at is for fault-injection tests only: Apply calls it at each step ("raw" after the raw
+  // inserts, "commit" after the checkpoint and journal are written, "apply:<collection>" after
+  // each collection's writes, "applied" before the journal is cleared) and, when it returns
+  // true, stops there with kUnavailable as if the process had died at that point.
+  std::function<bool(std::string_view step)> crash_at;
   // app_name is shown by the server in its logs and currentOp.
   std::string app_name = "iotd";
 };

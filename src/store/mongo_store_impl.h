@@ -112,6 +112,9 @@ struct MongoStore::Impl {
 
   ~Impl();
 
+  // Crashed reports whether the crash_at test hook stops Apply at `step`.
+  bool Crashed(std::string_view step) const { return options.crash_at && options.crash_at(step); }
+
   // ---- mongo_store.cc: connections, retries, indexes, health ----
   Status Connect();
   Status CreateIndexes();

@@ -292,6 +292,9 @@ Status MongoStore::Impl::Execute(mongo::Lease& lease, const std::vector<Op>& ops
     for (const auto& [collection, list] : groups) {
       auto outcome = Bulk(lease, collection.c_str(), list, guarded);
       if (!outcome) return outcome.error();
+      if (Crashed("apply:" + collection)) {
+        return MakeError(Errc::kInternal, "crash_at: apply:" + collection);
+      }
     }
   }
   return UpdateAverages(lease, aggregate_ids);
@@ -397,6 +400,7 @@ Status MongoStore::Impl::Apply(const WriteBatch& batch) {
   }
   auto inserted = Retry([&] { return InsertMany(lease, mongo::kRaw, docs); });
   if (!inserted) return inserted.error();
+  if (Crashed("raw")) return MakeError(Errc::kUnavailable, "crash_at: raw");
   for (std::uint32_t index : inserted->duplicates) {
     const StoredReading& r = *unique[index];
     // At or beyond the checkpoint, a stored reading comes from an attempt at this position that
@@ -642,6 +646,7 @@ Status MongoStore::Impl::Apply(const WriteBatch& batch) {
     checkpoints[cp_id] = state;
   }
   if (!increments) return Status::Ok();
+  if (Crashed("commit")) return MakeError(Errc::kUnavailable, "crash_at: commit");
 
   // 4. Apply the journal, then clear it. A failure leaves the journal for the next call. The
   // first attempt needs no guards (nothing of a journal committed just now can have been
@@ -652,6 +657,7 @@ Status MongoStore::Impl::Apply(const WriteBatch& batch) {
     first_attempt = false;
     return Execute(lease, ops, guarded);
   });
+  if (s && Crashed("applied")) return MakeError(Errc::kUnavailable, "crash_at: applied");
   if (s) s = Retry([&] { return ClearJournal(lease, cp_id, state); });
   std::lock_guard lock(checkpoints_mu);
   checkpoints[cp_id] = state;
