@@ -278,3 +278,48 @@ def test_operator_like_device_ids_are_rejected_and_ids_match_literally(iotd):
     assert ids("?prefix=a.") == ["a.b"]  # a literal prefix, not the pattern /^a./
     for prefix in ("%2E%2A", "a.%2A", "%5Ea", "%24", operator):
         assert ids(f"?prefix={prefix}") == [], prefix
+
+
+# --- d. a separate dashboard process on the same database ------------------------------------
+
+@pytest.mark.parametrize("store", ["mongodb"], indirect=True)
+def test_a_separate_dashboard_process_serves_what_iotd_all_wrote(iotd, store, tmp_path):
+    import os
+    from conftest import IOTD, request
+    for i in range(5):
+        assert iotd.post({"device_id": "dash-1", "ts": at(i), "temperature_c": 20 + i,
+                          "humidity": 40}).status == 202
+    assert eventually(lambda: len(iotd.get("/devices/dash-1/telemetry").json() or []) == 5
+                      if iotd.get("/devices/dash-1/telemetry").status == 200 else False)
+
+    env = dict(os.environ)
+    env.update(store)
+    env.update({"DASHBOARD_PORT": "0", "BIND_ADDRESS": "127.0.0.1", "DATA_DIR": str(tmp_path / "d2")})
+    log = open(tmp_path / "dashboard.log", "wb")
+    proc = subprocess.Popen([IOTD, "dashboard"], env=env, stdout=log, stderr=log)
+    try:
+        port = None
+        deadline = time.monotonic() + 20
+        while port is None and time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "dashboard.log").read_text()
+            for line in (tmp_path / "dashboard.log").read_text().splitlines():
+                try:
+                    msg = json.loads(line)["msg"]
+                except (ValueError, KeyError):
+                    continue
+                if msg.startswith("dashboard listening on port "):
+                    port = int(msg.rsplit(" ", 1)[1])
+            time.sleep(0.05)
+        assert port, (tmp_path / "dashboard.log").read_text()
+        base = f"http://127.0.0.1:{port}"
+        assert eventually(lambda: request("GET", base + "/ready").status == 200)
+        theirs = request("GET", base + "/devices/dash-1/telemetry").json()
+        ours = iotd.get("/devices/dash-1/telemetry").json()
+        assert theirs == ours and len(theirs) == 5
+        assert request("GET", base + "/stats").json()["total_telemetry"] == 5
+        assert request("GET", base + "/devices/dash-1/aggregates").json() == \
+            iotd.get("/devices/dash-1/aggregates").json()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
