@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -207,9 +208,10 @@ auto MongoStore::Impl::Retry(F&& fn) -> decltype(fn()) {
       if (result.error().code == Errc::kUnavailable) NoteFailure(result.error());
       return result;
     }
-    // Full jitter: a random wait in [backoff / 2, backoff].
+    // Jitter: a random wait in [backoff / 2, backoff], so that replicas do not retry in step.
+    thread_local std::minstd_rand random(std::random_device{}());
     auto wait = backoff / 2 + std::chrono::milliseconds(
-                                  static_cast<std::int64_t>(std::rand()) % (backoff.count() / 2 + 1));
+                                  static_cast<std::int64_t>(random() % (backoff.count() / 2 + 1)));
     std::this_thread::sleep_for(wait);
     backoff = std::min(backoff * 2, options.max_backoff);
   }
