@@ -76,7 +76,7 @@ struct WriteBatch {
 struct Cursor {
   std::int64_t ts_us = 0;  // the sort time of the last item
   std::int64_t id = 0;     // tie-breaker: the id of the last item
-  std::string key;         // a tie-breaker that is not a number (MongoDB aggregates' _id), or empty
+  std::string key = {};       // a tie-breaker that is not a number (MongoDB aggregates' _id), or empty
 };
 
 struct TimeRange {
