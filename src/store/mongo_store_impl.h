@@ -167,8 +167,9 @@ Result<core::Alert> AlertFrom(const bson_t* doc);
 
 // PaddedId renders a non-negative number as a zero-padded decimal string of `width` digits, so
 // that string order is numeric order. Alerts and ingest minutes use it as their _id: FerretDB's
-// SQLite backend finds a document by an index only when its _id is a string (or an ObjectId)
-// and scans the collection otherwise. ParsePaddedId is its inverse (nullopt for anything else).
+// SQLite backend passes a filter down to SQL only when it is exactly {_id: <string or
+// ObjectId>}, and otherwise decodes every document of the collection to filter it itself.
+// ParsePaddedId is its inverse (nullopt for anything else).
 std::string PaddedId(std::int64_t value, int width = 19);
 std::optional<std::int64_t> ParsePaddedId(std::string_view text);
 

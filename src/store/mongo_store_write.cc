@@ -302,8 +302,8 @@ Status MongoStore::Impl::Execute(mongo::Lease& lease, const std::vector<Op>& ops
 
 // UpdateAverages sets `average` = sum / count on the given aggregates. Update operators cannot
 // divide (pipeline updates can, but FerretDB 1.x has none), so this reads the new count and sum
-// back and writes their quotient. The filter is the _id alone, which FerretDB's SQLite backend
-// can look up by index (it scans for any other filter). Only a rebalance of Kafka partitions can
+// back and writes their quotient. The filter is the _id alone, the only filter FerretDB's SQLite
+// backend passes down to SQL (it decodes every document to evaluate any other). Only a rebalance of Kafka partitions can
 // make two writers merge into one aggregate at the same time; then `average` may lag until the
 // aggregate's next merge. The API never reads it: it divides sum by count itself.
 Status MongoStore::Impl::UpdateAverages(mongo::Lease& lease, const std::vector<std::string>& ids) {
