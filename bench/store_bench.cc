@@ -4,10 +4,10 @@
 //   IOT_STORE_BENCH_READINGS=10000000 store_bench # query benchmarks over 10 million readings
 //   IOT_STORE_BENCH_DIR=/mnt/ssd store_bench      # where the databases go (default: $TMPDIR)
 //
-// Data shape: 1,000 devices sending one reading per second each (temperature_c, humidity),
-// aggregated into 1m and 1h windows, written the way the aggregator writes: one Apply per batch
-// with the raw readings, one DeviceUpdate per device, the merged aggregate deltas, the ingest
-// count and a checkpoint.
+// Data shape (bench/store_batches.h): 1,000 devices sending one reading per second each
+// (temperature_c, humidity), aggregated into 1m and 1h windows, written the way the aggregator
+// writes: one Apply per batch with the raw readings, one DeviceUpdate per device, the merged
+// aggregate deltas, the ingest count and a checkpoint.
 //
 // BM_Apply reports readings/s (items_per_second). The query benchmarks run against one store
 // pre-filled with IOT_STORE_BENCH_READINGS readings (default 2,000,000) and report mean
@@ -21,22 +21,24 @@
 #include <limits>
 #include <random>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
 #include "store/sqlite_store.h"
+#include "store_batches.h"
 
 namespace iot::store {
 namespace {
 
 namespace fs = std::filesystem;
 
-constexpr int kDevices = 1000;
-constexpr std::int64_t kStartUs = 1'700'000'000'000'000;  // minute-aligned
-constexpr std::int64_t kIntervalUs = 1'000'000;           // one reading per second per device
+using bench::DeviceName;
+using bench::Generator;
+using bench::kDevices;
+using bench::kIntervalUs;
+using bench::kStartUs;
 
 std::size_t EnvSize(const char* name, std::size_t fallback) {
   const char* v = std::getenv(name);
@@ -52,70 +54,6 @@ fs::path BenchDir(const std::string& name) {
   fs::create_directories(dir);
   return dir;
 }
-
-std::string DeviceName(int d) { return "device-" + std::to_string(d); }
-
-// Generator produces the aggregator's batches for the fleet, in time order.
-class Generator {
- public:
-  Generator() {
-    for (int d = 0; d < kDevices; ++d) names_.push_back(DeviceName(d));
-  }
-
-  // Next returns a batch of `n` readings (n / kDevices per device).
-  WriteBatch Next(std::size_t n) {
-    WriteBatch b;
-    const std::size_t per_device = std::max<std::size_t>(1, n / kDevices);
-    b.readings.reserve(per_device * kDevices);
-    std::unordered_map<core::AggregateKey, core::Accumulator, core::AggregateKeyHash> deltas;
-    for (std::size_t k = 0; k < per_device; ++k) {
-      const std::int64_t ts_us = kStartUs + (tick_ + static_cast<std::int64_t>(k)) * kIntervalUs;
-      for (int d = 0; d < kDevices; ++d) {
-        StoredReading r;
-        r.id = core::MessageId::Of(0, offset_++);
-        r.reading.device_id = names_[static_cast<std::size_t>(d)];
-        // Devices are not synchronized: spread them over the second.
-        r.reading.ts = core::FromUnixMicros(ts_us + d * 997);
-        double temp = 20 + static_cast<double>((offset_ * 7919) % 1000) / 100.0;
-        double hum = 40 + static_cast<double>((offset_ * 104729) % 2000) / 100.0;
-        r.reading.sensors = {{"temperature_c", temp}, {"humidity", hum}};
-        for (const auto& s : r.reading.sensors) {
-          for (core::Micros w :
-               {core::Micros(std::chrono::minutes(1)), core::Micros(std::chrono::hours(1))}) {
-            core::Timestamp start = core::FromUnixMicros(
-                core::ToUnixMicros(r.reading.ts) - (core::ToUnixMicros(r.reading.ts) % w.count()));
-            deltas[core::AggregateKey{r.reading.device_id, s.name, w, start}].Add(s.value);
-          }
-        }
-        b.readings.push_back(std::move(r));
-      }
-    }
-    tick_ += static_cast<std::int64_t>(per_device);
-    // One DeviceUpdate per device: its readings of the batch are the last per_device ones.
-    for (int d = 0; d < kDevices; ++d) {
-      DeviceUpdate u;
-      u.device_id = names_[static_cast<std::size_t>(d)];
-      u.first_seen = b.readings[static_cast<std::size_t>(d)].reading.ts;
-      const auto& last = b.readings[(per_device - 1) * kDevices + static_cast<std::size_t>(d)];
-      u.last_seen = last.reading.ts;
-      u.readings = static_cast<std::int64_t>(per_device);
-      u.latest = last.reading;
-      b.devices.push_back(std::move(u));
-    }
-    for (auto& [key, acc] : deltas) b.aggregates.push_back(AggregateDelta{key, acc});
-    b.ingested = static_cast<std::int64_t>(b.readings.size());
-    b.processed_at = b.readings.back().reading.ts;
-    b.checkpoint = Checkpoint{"aggregator", 0, offset_};
-    return b;
-  }
-
-  std::int64_t end_us() const { return kStartUs + tick_ * kIntervalUs; }
-
- private:
-  std::vector<std::string> names_;
-  std::int64_t offset_ = 0;
-  std::int64_t tick_ = 0;
-};
 
 std::unique_ptr<SqliteStore> OpenStore(const fs::path& dir) {
   SqliteStoreOptions o;
@@ -268,7 +206,8 @@ void BM_TelemetryDeviceCursorDeep(benchmark::State& state) {
     q.device_id = RandomDevice(rng);
     q.limit = 100;
     q.after = Cursor{std::uniform_int_distribution<std::int64_t>(kStartUs, end_us)(rng),
-                     std::numeric_limits<std::int64_t>::max()};
+                     std::numeric_limits<std::int64_t>::max(),
+                     {}};
     return Count(s.Telemetry(q));
   });
 }

@@ -1,17 +1,34 @@
 #!/usr/bin/env bash
-# bench.sh: the micro-benchmarks (Google Benchmark) and the system benchmark
-# (bench/system_bench.py). Prints figures; asserts nothing about timing.
+# bench.sh: the micro-benchmarks (Google Benchmark), the store benchmarks and the system
+# benchmark (bench/system_bench.py). Prints figures; asserts nothing about timing. Each
+# benchmark's output is also saved as $BENCH_OUT/<name>.txt (default $BENCH_BUILD/bench/results;
+# BENCH_BUILD, the build directory, defaults to build/release).
 #   BENCH_RUNS=3 BENCH_READINGS=10000000 scripts/bench.sh
+#   IOT_BENCH_READINGS=1000000 IOT_BENCH_LOAD_SECONDS=120 scripts/bench.sh  # mongo_store_bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
-B=build/release/bench
+BUILD=${BENCH_BUILD:-build/release}
+B=$BUILD/bench
+OUT=${BENCH_OUT:-$B/results}
+mkdir -p "$OUT"
+echo "bench outputs: $OUT"
+
+# run NAME CMD...: runs a benchmark, printing its output and saving it as $OUT/NAME.txt.
+run() {
+  local name=$1
+  shift
+  echo "=== $name"
+  "$@" 2>&1 | tee "$OUT/$name.txt"
+}
+
 for b in codec_bench bus_bench; do
-  echo "=== $b"
-  "$B/$b" --benchmark_min_time=0.5 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+  run "$b" "$B/$b" --benchmark_min_time=0.5 --benchmark_repetitions=3 \
+    --benchmark_report_aggregates_only=true
 done
-echo "=== store_bench"
-IOT_STORE_BENCH_READINGS=${IOT_STORE_BENCH_READINGS:-1000000} "$B/store_bench" \
-  --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
-echo "=== system"
-python3 bench/system_bench.py --iotd build/release/src/app/iotd --runs "${BENCH_RUNS:-3}" \
-  --readings "${BENCH_READINGS:-10000000}"
+run store_bench env IOT_STORE_BENCH_READINGS="${IOT_STORE_BENCH_READINGS:-1000000}" \
+  "$B/store_bench" --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+# MongoStore against FerretDB next to SqliteStore (about 15 minutes; see the file's comment).
+run mongo_store_bench env FERRETDB="$(scripts/ferretdb.sh build)" \
+  IOT_BENCH_READINGS="${IOT_BENCH_READINGS:-1000000}" "$B/mongo_store_bench"
+run system python3 bench/system_bench.py --iotd "$BUILD/src/app/iotd" \
+  --runs "${BENCH_RUNS:-3}" --readings "${BENCH_READINGS:-10000000}"
