@@ -38,15 +38,6 @@ Bson& Bson::operator=(Bson&& other) noexcept {
   return *this;
 }
 
-std::string Bson::Json() const {
-  std::size_t length = 0;
-  char* text = bson_as_relaxed_extended_json(doc_, &length);
-  if (text == nullptr) return "{}";
-  std::string out(text, length);
-  bson_free(text);
-  return out;
-}
-
 std::string Builder::NextKey(std::string_view key) {
   if (!array_) return std::string(key);
   return std::to_string(index_++);

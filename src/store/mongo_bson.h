@@ -38,8 +38,6 @@ class Bson {
 
   bson_t* get() { return doc_; }
   const bson_t* get() const { return doc_; }
-  // Json renders the document as relaxed extended JSON (for logs and errors).
-  std::string Json() const;
 
  private:
   explicit Bson(bson_t* doc) : doc_(doc) {}

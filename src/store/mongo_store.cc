@@ -56,7 +56,7 @@ Error ClassifyError(const bson_error_t& error, std::string_view what) {
       break;
     case MONGOC_ERROR_CLIENT:
       // The pool or a client is shutting down, or an authentication handshake failed midway.
-      transient = error.code == MONGOC_ERROR_CLIENT_AUTHENTICATE ? false : true;
+      transient = error.code != MONGOC_ERROR_CLIENT_AUTHENTICATE;
       break;
     case MONGOC_ERROR_SERVER:
     case MONGOC_ERROR_QUERY:
@@ -97,8 +97,9 @@ void LogToSpdlog(mongoc_log_level_t level, const char* domain, const char* messa
 
 // FinishFailedBulk decides about a bulk write that reported a failure: acceptable when every
 // write error is a duplicate key (the op was done before) and no write concern failed.
-Result<mongo::BulkOutcome> FinishFailedBulk(mongo::BulkOutcome outcome, const bson_t* reply,
-                                            const bson_error_t& error, const char* collection) {
+Result<mongo::BulkOutcome> FinishFailedBulk(const bson_t* reply, const bson_error_t& error,
+                                            const char* collection) {
+  mongo::BulkOutcome outcome;
   auto failed = [&] { return mongo::ClassifyError(error, std::string("writing to ") + collection); };
   bson_iter_t concern, item;
   if (mongo::Find(reply, "writeConcernErrors", &concern) &&
@@ -359,14 +360,38 @@ void MongoStore::Impl::Monitor() {
 
 namespace {
 
+// UnorderedBulk is one unordered bulk write on a collection; filled by the caller, run once.
+class UnorderedBulk {
+ public:
+  explicit UnorderedBulk(mongoc_collection_t* coll) {
+    Bson opts;
+    Builder(opts).Bool("ordered", false);
+    bulk_ = mongoc_collection_create_bulk_operation_with_opts(coll, opts.get());
+  }
+  ~UnorderedBulk() { mongoc_bulk_operation_destroy(bulk_); }
+  UnorderedBulk(const UnorderedBulk&) = delete;
+  UnorderedBulk& operator=(const UnorderedBulk&) = delete;
+  mongoc_bulk_operation_t* get() { return bulk_; }
+
+  // Execute sends it; duplicate keys are reported in the outcome (see FinishFailedBulk).
+  Result<mongo::BulkOutcome> Execute(const char* collection) {
+    mongo::Reply reply;
+    bson_error_t error;
+    if (mongoc_bulk_operation_execute(bulk_, reply.out(), &error) != 0) {
+      return mongo::BulkOutcome{};
+    }
+    return FinishFailedBulk(reply.get(), error, collection);
+  }
+
+ private:
+  mongoc_bulk_operation_t* bulk_;
+};
+
 // BulkCommand runs ops[begin, end) as one unordered bulk write.
 Result<mongo::BulkOutcome> BulkCommand(mongoc_collection_t* coll, const char* collection,
                                        const std::vector<const mongo::Op*>& ops,
                                        std::size_t begin, std::size_t end, bool guarded) {
-  mongo::BulkOutcome outcome;
-  Bson opts;
-  Builder(opts).Bool("ordered", false);
-  mongoc_bulk_operation_t* bulk = mongoc_collection_create_bulk_operation_with_opts(coll, opts.get());
+  UnorderedBulk bulk(coll);
   bson_error_t error;
   Bson upsert;
   Builder(upsert).Bool("upsert", true);
@@ -383,28 +408,19 @@ Result<mongo::BulkOutcome> BulkCommand(mongoc_collection_t* coll, const char* co
     switch (op->kind) {
       case mongo::Op::kUpdate:
         ok = mongoc_bulk_operation_update_one_with_opts(
-            bulk, filter, op->update.get(), op->upsert ? upsert.get() : nullptr, &error);
+            bulk.get(), filter, op->update.get(), op->upsert ? upsert.get() : nullptr, &error);
         break;
       case mongo::Op::kReplace:
         ok = mongoc_bulk_operation_replace_one_with_opts(
-            bulk, filter, op->update.get(), op->upsert ? upsert.get() : nullptr, &error);
+            bulk.get(), filter, op->update.get(), op->upsert ? upsert.get() : nullptr, &error);
         break;
       case mongo::Op::kDelete:
-        ok = mongoc_bulk_operation_remove_one_with_opts(bulk, filter, nullptr, &error);
+        ok = mongoc_bulk_operation_remove_one_with_opts(bulk.get(), filter, nullptr, &error);
         break;
     }
-    if (!ok) {
-      mongoc_bulk_operation_destroy(bulk);
-      return MakeError(Errc::kInternal, std::string("bulk write: ") + error.message);
-    }
+    if (!ok) return MakeError(Errc::kInternal, std::string("bulk write: ") + error.message);
   }
-  mongo::Reply reply;
-  std::uint32_t server = mongoc_bulk_operation_execute(bulk, reply.out(), &error);
-  mongoc_bulk_operation_destroy(bulk);
-  bson_iter_t it;
-  if (mongo::Find(reply.get(), "nRemoved", &it)) outcome.deleted = mongo::AsInt64(it).value_or(0);
-  if (server != 0) return outcome;
-  return FinishFailedBulk(std::move(outcome), reply.get(), error, collection);
+  return bulk.Execute(collection);
 }
 
 }  // namespace
@@ -422,7 +438,6 @@ Result<mongo::BulkOutcome> MongoStore::Impl::Bulk(mongo::Lease& lease, const cha
     for (std::uint32_t index : part->duplicates) {
       outcome.duplicates.push_back(static_cast<std::uint32_t>(begin) + index);
     }
-    outcome.deleted += part->deleted;
   }
   return outcome;
 }
@@ -430,25 +445,16 @@ Result<mongo::BulkOutcome> MongoStore::Impl::Bulk(mongo::Lease& lease, const cha
 Result<mongo::BulkOutcome> MongoStore::Impl::InsertMany(mongo::Lease& lease,
                                                         const char* collection,
                                                         const std::vector<Bson>& docs) {
-  mongo::BulkOutcome outcome;
-  if (docs.empty()) return outcome;
+  if (docs.empty()) return mongo::BulkOutcome{};
   auto coll = Coll(lease, collection);
-  Bson opts;
-  Builder(opts).Bool("ordered", false);
-  mongoc_bulk_operation_t* bulk =
-      mongoc_collection_create_bulk_operation_with_opts(coll.get(), opts.get());
+  UnorderedBulk bulk(coll.get());
   bson_error_t error;
   for (const Bson& doc : docs) {
-    if (!mongoc_bulk_operation_insert_with_opts(bulk, doc.get(), nullptr, &error)) {
-      mongoc_bulk_operation_destroy(bulk);
+    if (!mongoc_bulk_operation_insert_with_opts(bulk.get(), doc.get(), nullptr, &error)) {
       return MakeError(Errc::kInternal, std::string("bulk insert: ") + error.message);
     }
   }
-  mongo::Reply reply;
-  std::uint32_t server = mongoc_bulk_operation_execute(bulk, reply.out(), &error);
-  mongoc_bulk_operation_destroy(bulk);
-  if (server != 0) return outcome;
-  return FinishFailedBulk(std::move(outcome), reply.get(), error, collection);
+  return bulk.Execute(collection);
 }
 
 Result<std::int64_t> MongoStore::Impl::Count(mongo::Lease& lease, const char* collection,
@@ -525,7 +531,6 @@ Result<std::unique_ptr<MongoStore>> MongoStore::Open(const MongoStoreOptions& op
     auto reply = impl->Retry([&] { return impl->Command(lease, info.get(), "buildInfo"); });
     bson_iter_t it;
     if (reply && mongo::Find(reply->get(), "ferretdbVersion", &it)) {
-      impl->ferretdb = true;
       impl->statements_per_command = 50;
       spdlog::info("the MongoDB server is FerretDB {}; writing in commands of {} statements",
                    mongo::AsString(it).value_or("?"), impl->statements_per_command);
@@ -554,7 +559,5 @@ Status MongoStore::Ping() {
   std::lock_guard lock(impl_->health_mu);
   return MakeError(Errc::kUnavailable, "MongoDB is unreachable: " + impl_->last_error);
 }
-
-bool MongoStore::HasTtlIndexes() const { return impl_->ttl; }
 
 }  // namespace iot::store

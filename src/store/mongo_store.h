@@ -99,12 +99,9 @@ class MongoStore final : public Store {
   Result<std::vector<Device>> Devices(const DeviceQuery& q) override;
   Result<Stats> GetStats(core::Timestamp now) override;
   Result<std::int64_t> Expire(core::Timestamp now) override;
-  // Ping runs the `ping` command on a pooled connection.
+  // Ping reports the last result of the health check, a `ping` sent every second on a
+  // connection of its own that gives up quickly (so it never blocks the caller).
   Status Ping() override;
-
-  // Capabilities found at Open: whether the server accepted a TTL index (MongoDB does; FerretDB
-  // 1.x answers NotImplemented, and Expire then deletes expired readings itself).
-  bool HasTtlIndexes() const;
 
  private:
   struct Impl;

@@ -77,7 +77,6 @@ struct Op {
 // BulkOutcome lists the ops of a bulk write that failed with a duplicate key (already done).
 struct BulkOutcome {
   std::vector<std::uint32_t> duplicates;  // indexes into the bulk's ops
-  std::int64_t deleted = 0;
 };
 
 }  // namespace mongo
@@ -91,7 +90,6 @@ struct MongoStore::Impl {
   // pooled connection per statement until the command ends and hangs once its pool of 100 is
   // exhausted, so against FerretDB commands are cut into small ones.
   std::size_t statements_per_command = 10000;
-  bool ferretdb = false;
 
   // Checkpoint state per (consumer, partition), as last read or written.
   struct CheckpointState {

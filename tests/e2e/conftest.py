@@ -160,6 +160,18 @@ def unique_db_name(test_name):
     return name[:63]
 
 
+def all_telemetry(server, device):
+    """Every stored reading of `device`, newest first, following the dashboard's Link pages."""
+    rows, path = [], f"/devices/{device}/telemetry?limit=1000"
+    while path:
+        r = server.get(path)
+        assert r.status == 200, r.body
+        rows += r.json()
+        link = r.headers.get("Link")
+        path = link[1:link.index(">")] if link else None
+    return rows
+
+
 class Iotd:
     """One `iotd all` process. Ports are chosen by the OS (port 0) and read from its log."""
 

@@ -8,18 +8,7 @@ import signal
 import threading
 import time
 
-from conftest import Iotd, eventually, request
-
-
-def all_telemetry(server, device):
-    rows, path = [], f"/devices/{device}/telemetry?limit=1000"
-    while path:
-        r = server.get(path)
-        assert r.status == 200, r.body
-        rows += r.json()
-        link = r.headers.get("Link")
-        path = link[1:link.index(">")] if link else None
-    return rows
+from conftest import Iotd, all_telemetry, eventually, request
 
 
 def all_aggregates(server, device):

@@ -4,6 +4,7 @@ seed's schema as another client sees it; a store outage loses nothing acknowledg
 """
 import datetime
 import json
+import os
 import pathlib
 import subprocess
 import threading
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import Iotd, eventually
+from conftest import IOTD, Iotd, all_telemetry, eventually, request
 
 HERE = pathlib.Path(__file__).resolve().parent
 SCHEMA_CHECK = HERE / "mongo_schema_check.py"
@@ -43,17 +44,6 @@ def schema_check(url, db, sent=None, tmp_path=None):
         path.write_text(json.dumps(sent))
         cmd += ["--sent", str(path)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-
-
-def all_telemetry(server, device):
-    rows, path = [], f"/devices/{device}/telemetry?limit=1000"
-    while path:
-        r = server.get(path)
-        assert r.status == 200, r.body
-        rows += r.json()
-        link = r.headers.get("Link")
-        path = link[1:link.index(">")] if link else None
-    return rows
 
 
 # --- a. the schema, checked by an independent client ----------------------------------------
@@ -284,8 +274,6 @@ def test_operator_like_device_ids_are_rejected_and_ids_match_literally(iotd):
 
 @pytest.mark.parametrize("store", ["mongodb"], indirect=True)
 def test_a_separate_dashboard_process_serves_what_iotd_all_wrote(iotd, store, tmp_path):
-    import os
-    from conftest import IOTD, request
     for i in range(5):
         assert iotd.post({"device_id": "dash-1", "ts": at(i), "temperature_c": 20 + i,
                           "humidity": 40}).status == 202
