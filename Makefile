@@ -27,10 +27,10 @@ test: build
 	scripts/test.sh
 
 unit: build
-	FERRETDB=$$(scripts/ferretdb.sh build) ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	FERRETDB=$$(scripts/ferretdb.sh build) KAFKA_LIBS=$$(scripts/kafka.sh build) ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
 e2e: build
-	FERRETDB=$$(scripts/ferretdb.sh build) IOTD=$(abspath $(IOTD)) python3 -m pytest -q tests/e2e
+	FERRETDB=$$(scripts/ferretdb.sh build) KAFKA_LIBS=$$(scripts/kafka.sh build) IOTD=$(abspath $(IOTD)) python3 -m pytest -q tests/e2e
 
 asan: deps
 	@[ -f build/asan/build.ninja ] || cmake --preset asan >/dev/null

@@ -41,6 +41,7 @@ class Generator {
   // Next returns a batch of `n` readings (n / kDevices per device, at least one each).
   store::WriteBatch Next(std::size_t n) {
     store::WriteBatch b;
+    const std::int64_t first_offset = offset_;
     const std::size_t per_device = std::max<std::size_t>(1, n / kDevices);
     b.readings.reserve(per_device * kDevices);
     std::unordered_map<core::AggregateKey, core::Accumulator, core::AggregateKeyHash> deltas;
@@ -81,7 +82,7 @@ class Generator {
     for (auto& [key, acc] : deltas) b.aggregates.push_back(store::AggregateDelta{key, acc});
     b.ingested = static_cast<std::int64_t>(b.readings.size());
     b.processed_at = b.readings.back().reading.ts;
-    b.checkpoint = store::Checkpoint{"aggregator", 0, offset_};
+    b.checkpoint = store::Checkpoint{"aggregator", 0, offset_, first_offset};
     return b;
   }
 
@@ -113,7 +114,8 @@ class Generator {
       }
       b.alert_upserts.push_back(std::move(a));
     }
-    b.checkpoint = store::Checkpoint{"alerts", 0, readings.checkpoint->next_offset};
+    b.checkpoint = store::Checkpoint{"alerts", 0, readings.checkpoint->next_offset,
+                                     readings.checkpoint->from_offset};
     return b;
   }
 

@@ -11,13 +11,16 @@ packages=(
   build-essential cmake ninja-build pkg-config
   # product libraries (Debian's packages only)
   libboost-dev libsimdjson-dev libsqlite3-dev libspdlog-dev libfmt-dev libcli11-dev
-  libyaml-cpp-dev libmongoc-dev libbson-dev
+  libyaml-cpp-dev libmongoc-dev libbson-dev librdkafka-dev
   # tests: GoogleTest, promtool (Prometheus), clang + libFuzzer, sqlite3 CLI, python for e2e
   libgtest-dev libgmock-dev libbenchmark-dev prometheus clang libclang-rt-14-dev
   clang-format clang-tidy sqlite3 python3 python3-pip curl procps
   # tests of the MongoDB store: pymongo for Debian's /usr/bin/python3 (an independent client that
   # checks what iotd wrote); the server itself, FerretDB, is built by scripts/ferretdb.sh
   python3-pymongo
+  # tests of the Kafka bus: kcat (an independent client that checks what iotd produced), and Java
+  # + Maven for the broker, whose jars scripts/kafka.sh fetches from Maven Central
+  kcat default-jre-headless maven
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(wrk nginx-light)

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "bus/kafka_bus.h"
 #include "core/time.h"
 #include "core/window.h"
 
@@ -31,6 +32,41 @@ void AddNetwork(CLI::App* app, Config& c, bool ingest, bool dashboard, bool aggr
       ->check(CLI::Range(1, 64));
 }
 
+void AddKafka(CLI::App* app, Config& c) {
+  auto& k = c.kafka;
+  Opt(app, "--kafka-partitions", "KAFKA_PARTITIONS", k.partitions,
+      "Partitions of the topics iotd creates (the most aggregator replicas that share work)")
+      ->check(CLI::Range(1, 10000));
+  Opt(app, "--kafka-replication-factor", "KAFKA_REPLICATION_FACTOR", k.replication_factor,
+      "Replication factor of the topics iotd creates")
+      ->check(CLI::Range(1, 32));
+  Opt(app, "--kafka-create-topics", "KAFKA_CREATE_TOPICS", k.create_topics,
+      "Create missing topics at start-up (false: fail, naming what is missing)");
+  Opt(app, "--kafka-aggregator-group", "KAFKA_AGGREGATOR_GROUP", k.aggregator_group,
+      "Consumer group of the aggregator replicas");
+  Opt(app, "--kafka-alerts-group", "KAFKA_ALERTS_GROUP", k.alerts_group,
+      "Consumer group of the alerts worker");
+  Opt(app, "--kafka-linger", "KAFKA_LINGER", k.linger,
+      "How long the producer waits to fill a batch (latency against throughput)");
+  Opt(app, "--kafka-batch-bytes", "KAFKA_BATCH_BYTES", k.batch_bytes,
+      "Largest producer batch per partition")
+      ->check(CLI::Range(std::size_t{1024}, std::size_t{64} << 20));
+  Opt(app, "--kafka-compression", "KAFKA_COMPRESSION", k.compression,
+      "Producer compression: none | gzip | snappy | lz4 | zstd")
+      ->check(CLI::IsMember({"none", "gzip", "snappy", "lz4", "zstd"}));
+  Opt(app, "--kafka-delivery-timeout", "KAFKA_DELIVERY_TIMEOUT", k.delivery_timeout,
+      "How long a reading may wait for Kafka's acknowledgement before ingest answers 503");
+  Opt(app, "--kafka-max-pending", "KAFKA_MAX_PENDING", k.max_pending,
+      "Readings waiting for Kafka's acknowledgement beyond which ingest answers 503")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{10000000}));
+  Opt(app, "--kafka-session-timeout", "KAFKA_SESSION_TIMEOUT", k.session_timeout,
+      "How long the group waits for a silent worker before moving its partitions");
+  Opt(app, "--kafka-timeout", "KAFKA_TIMEOUT", k.startup_timeout,
+      "How long start-up waits for Kafka to answer");
+  Opt(app, "--kafka-config", "KAFKA_CONFIG", k.properties,
+      "Extra librdkafka properties, key=value;key=value (TLS, SASL, tuning; docs/kafka.md)");
+}
+
 void AddBackends(CLI::App* app, Config& c, bool uses_bus, bool uses_store) {
   Opt(app, "--data-dir", "DATA_DIR", c.data_dir, "Directory of the embedded bus and SQLite store");
   if (uses_bus) {
@@ -43,8 +79,10 @@ void AddBackends(CLI::App* app, Config& c, bool uses_bus, bool uses_store) {
         "Kafka bootstrap servers (BUS=kafka)");
     Opt(app, "--telemetry-topic", "TELEMETRY_TOPIC", c.telemetry_topic, "Kafka topic for telemetry");
     Opt(app, "--dlq-topic", "DLQ_TOPIC", c.dlq_topic, "Dead letter queue topic");
-    Opt(app, "--max-retries", "MAX_RETRIES", c.max_retries, "Maximum retry attempts")
+    Opt(app, "--max-retries", "MAX_RETRIES", c.max_retries,
+        "How often a batch the store refuses is retried before its records become dead letters")
         ->check(CLI::Range(0, 100));
+    AddKafka(app, c);
   }
   if (uses_store) {
     Opt(app, "--store", "STORE", c.store, "Store: sqlite | mongodb")
@@ -181,6 +219,7 @@ const char* RoleName(Role role) {
     case Role::kAlerts: return "alerts";
     case Role::kDashboard: return "dashboard";
     case Role::kLoadgen: return "loadgen";
+    case Role::kDlqReplay: return "dlq replay";
   }
   return "?";
 }
@@ -228,6 +267,22 @@ void BuildCli(CLI::App& app, Config& c) {
   AddNetwork(dash, c, false, true, false, false);
   AddBackends(dash, c, false, true);
   AddCommon(dash, c);
+
+  auto* dlq = app.add_subcommand("dlq", "Dead letters (BUS=kafka)");
+  dlq->require_subcommand(1);
+  auto* replay = dlq->add_subcommand(
+      "replay", "Republish the dead letters of DLQ_TOPIC to TELEMETRY_TOPIC, once the cause is "
+                "fixed; each to the worker that gave up on it");
+  replay->parse_complete_callback([&c] { c.role = Role::kDlqReplay; });
+  AddBackends(replay, c, true, false);
+  Opt(replay, "--group", "DLQ_REPLAY_GROUP", c.dlq_replay.group,
+      "Consumer group of the replay (its committed offsets say what was replayed)");
+  Opt(replay, "--consumer", "DLQ_REPLAY_CONSUMER", c.dlq_replay.consumer,
+      "Replay only the dead letters of this worker: aggregator | alerts (empty: all)")
+      ->check(CLI::IsMember({"", "aggregator", "alerts"}));
+  Opt(replay, "--idle", "DLQ_REPLAY_IDLE", c.dlq_replay.idle,
+      "Stop after this long without a new dead letter");
+  AddCommon(replay, c);
 
   auto* lg = app.add_subcommand("loadgen", "Load generator (the seed's tools/load_generator.py)");
   lg->parse_complete_callback([&c] { c.role = Role::kLoadgen; });
@@ -299,8 +354,39 @@ Status Validate(const Config& c) {
                                  "set BUS=kafka to run `iotd ") +
                          RoleName(c.role) + "` on its own");
   }
-  if (c.bus != "embedded") {
-    return MakeError(Errc::kUnavailable, "BUS=" + c.bus + " is not available in this build yet");
+  if (c.bus == "embedded" && c.role == Role::kDlqReplay) {
+    return MakeError(Errc::kInvalidArgument,
+                     "iotd dlq replay reads DLQ_TOPIC: it needs BUS=kafka (with the embedded bus, "
+                     "dead letters are listed by GET /dlq)");
+  }
+  if (c.store == "sqlite" && (c.role == Role::kAggregator || c.role == Role::kAlerts)) {
+    return MakeError(Errc::kInvalidArgument,
+                     std::string("STORE=sqlite is a file of one process: run `iotd all` (it can "
+                                 "use BUS=kafka too), or set STORE=mongodb to run `iotd ") +
+                         RoleName(c.role) + "` on its own");
+  }
+  if (c.bus == "kafka") {
+    const std::pair<const char*, const std::string*> durations[] = {
+        {"KAFKA_LINGER", &c.kafka.linger},
+        {"KAFKA_DELIVERY_TIMEOUT", &c.kafka.delivery_timeout},
+        {"KAFKA_SESSION_TIMEOUT", &c.kafka.session_timeout},
+        {"KAFKA_TIMEOUT", &c.kafka.startup_timeout},
+        {"DLQ_REPLAY_IDLE", &c.dlq_replay.idle}};
+    for (const auto& [name, value] : durations) {
+      auto d = core::ParseDuration(*value);
+      if (!d || d->count() < 0) {
+        return MakeError(Errc::kInvalidArgument,
+                         std::string(name) + ": not a duration: " + *value + " (e.g. 10s)");
+      }
+    }
+    if (auto p = bus::ParseKafkaProperties(c.kafka.properties); !p) return p.error();
+    if (c.kafka_bootstrap_servers.empty()) {
+      return MakeError(Errc::kInvalidArgument, "KAFKA_BOOTSTRAP_SERVERS is empty");
+    }
+    if (c.telemetry_topic.empty() || c.dlq_topic.empty() || c.telemetry_topic == c.dlq_topic) {
+      return MakeError(Errc::kInvalidArgument,
+                       "TELEMETRY_TOPIC and DLQ_TOPIC must be set and differ");
+    }
   }
   return Status::Ok();
 }

@@ -22,7 +22,7 @@ class App;
 
 namespace iot::app {
 
-enum class Role { kAll, kIngest, kAggregator, kAlerts, kDashboard, kLoadgen };
+enum class Role { kAll, kIngest, kAggregator, kAlerts, kDashboard, kLoadgen, kDlqReplay };
 
 struct Config {
   Role role = Role::kAll;
@@ -51,6 +51,23 @@ struct Config {
   std::string telemetry_topic = "telemetry.raw";
   std::string dlq_topic = "telemetry.dlq";
   int max_retries = 3;
+
+  // BUS=kafka (docs/kafka.md).
+  struct Kafka {
+    int partitions = 6;
+    int replication_factor = 1;
+    bool create_topics = true;
+    std::string aggregator_group = "iotd-aggregator";
+    std::string alerts_group = "iotd-alerts";
+    std::string linger = "5ms";
+    std::size_t batch_bytes = 1024 * 1024;
+    std::string compression = "lz4";
+    std::string delivery_timeout = "10s";
+    std::size_t max_pending = 500000;
+    std::string session_timeout = "10s";
+    std::string startup_timeout = "30s";
+    std::string properties;  // KAFKA_CONFIG
+  } kafka;
   double temp_min_threshold = -10;
   double temp_max_threshold = 50;
   double humidity_min_threshold = 0;
@@ -87,6 +104,13 @@ struct Config {
     std::uint64_t seed = 0;
     std::string timeout = "10s";
   } loadgen;
+
+  // iotd dlq replay.
+  struct DlqReplay {
+    std::string group = "iotd-dlq-replay";  // its consumer group: each dead letter replayed once
+    std::string consumer;                   // only dead letters of this worker (empty: all)
+    std::string idle = "5s";                // stop after this long without a new dead letter
+  } dlq_replay;
 };
 
 // BuildCli declares the subcommands and their options on `app`, bound to `config`.

@@ -30,5 +30,6 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGPIPE, SIG_IGN);
   if (config.role == iot::app::Role::kLoadgen) return iot::app::RunLoadgen(config);
+  if (config.role == iot::app::Role::kDlqReplay) return iot::app::RunDlqReplay(config);
   return iot::app::RunServer(config);
 }

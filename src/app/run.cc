@@ -3,6 +3,9 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
+#include <future>
+#include <map>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -20,6 +23,7 @@
 #include <spdlog/spdlog.h>
 
 #include "bus/embedded_bus.h"
+#include "bus/kafka_bus.h"
 #include "core/alert.h"
 #include "core/window.h"
 #include "http/server.h"
@@ -28,6 +32,7 @@
 #include "services/aggregator.h"
 #include "services/alerter.h"
 #include "services/dashboard_service.h"
+#include "services/dead_letter.h"
 #include "services/ingest_service.h"
 #include "services/ops_routes.h"
 #include "store/mongo_store.h"
@@ -211,6 +216,30 @@ class RetentionJob {
   std::thread thread_;
 };
 
+std::chrono::milliseconds Millis(const std::string& duration) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(*core::ParseDuration(duration));
+}
+
+bus::KafkaOptions KafkaFrom(const Config& c) {
+  bus::KafkaOptions o;
+  o.bootstrap_servers = c.kafka_bootstrap_servers;
+  o.client_id = std::string("iotd-") + RoleName(c.role);
+  o.properties = *bus::ParseKafkaProperties(c.kafka.properties);  // Validate checked it
+  return o;
+}
+
+bus::KafkaProducerOptions ProducerFrom(const Config& c, const std::string& topic) {
+  bus::KafkaProducerOptions o;
+  o.kafka = KafkaFrom(c);
+  o.topic = topic;
+  o.linger = Millis(c.kafka.linger);
+  o.batch_bytes = c.kafka.batch_bytes;
+  o.compression = c.kafka.compression;
+  o.delivery_timeout = Millis(c.kafka.delivery_timeout);
+  o.max_pending = c.kafka.max_pending;
+  return o;
+}
+
 int Fail(const char* what, const Status& s) {
   spdlog::critical("{}: {}", what, s.error().message);
   return 1;
@@ -235,11 +264,16 @@ int RunServer(const Config& c) {
   }
   const bool runs_ingest = c.role == Role::kAll || c.role == Role::kIngest;
   const bool runs_dashboard = c.role == Role::kAll || c.role == Role::kDashboard;
-  const bool runs_workers = c.role == Role::kAll;
+  const bool runs_aggregator = c.role == Role::kAll || c.role == Role::kAggregator;
+  const bool runs_alerts = c.role == Role::kAll || c.role == Role::kAlerts;
+  const bool runs_workers = runs_aggregator || runs_alerts;
+  const bool kafka = c.bus == "kafka";
 
-  // The store.
+  // The store (ingest needs none: the bus is where its readings go).
   std::unique_ptr<store::Store> store;
-  if (c.store == "mongodb") {
+  if (c.role == Role::kIngest) {
+    // no store
+  } else if (c.store == "mongodb") {
     store::MongoStoreOptions mo;
     mo.url = c.mongo_url;
     mo.database = c.mongo_db;
@@ -268,8 +302,53 @@ int RunServer(const Config& c) {
   // The bus.
   std::shared_ptr<bus::EmbeddedBus> bus;
   std::unique_ptr<bus::Producer> producer;
+  std::unique_ptr<bus::KafkaProducer> dlq_producer;  // the workers' dead letters (Kafka)
   std::unique_ptr<bus::Consumer> agg_consumer, alerts_consumer;
-  if (runs_ingest || runs_workers) {
+  if (kafka && (runs_ingest || runs_workers)) {
+    const bus::KafkaOptions ko = KafkaFrom(c);
+    const std::vector<bus::TopicSpec> topics = {
+        {c.telemetry_topic, c.kafka.partitions, c.kafka.replication_factor},
+        {c.dlq_topic, c.kafka.partitions, c.kafka.replication_factor}};
+    if (Status s = bus::EnsureTopics(ko, topics, c.kafka.create_topics, Millis(c.kafka.startup_timeout));
+        !s) {
+      return Fail("Kafka is not ready", s);
+    }
+    spdlog::info("bus: Kafka at {}, topics {} and {}", c.kafka_bootstrap_servers,
+                 c.telemetry_topic, c.dlq_topic);
+    if (runs_ingest) {
+      auto p = bus::KafkaProducer::Create(ProducerFrom(c, c.telemetry_topic));
+      if (!p) return Fail("cannot create the Kafka producer", p.status());
+      registry.AddCallbackGauge("kafka_producer_pending_messages",
+                                "Readings waiting for Kafka's acknowledgement",
+                                [raw = p->get()] { return static_cast<double>(raw->Pending()); });
+      producer = std::move(*p);
+    }
+    if (runs_workers) {
+      auto p = bus::KafkaProducer::Create(ProducerFrom(c, c.dlq_topic));
+      if (!p) return Fail("cannot create the Kafka dead-letter producer", p.status());
+      dlq_producer = std::move(*p);
+      auto consumer = [&](const std::string& group) -> Result<std::unique_ptr<bus::Consumer>> {
+        bus::KafkaConsumerOptions o;
+        o.kafka = ko;
+        o.topic = c.telemetry_topic;
+        o.group = group;
+        o.session_timeout = Millis(c.kafka.session_timeout);
+        auto made = bus::KafkaConsumer::Create(o);
+        if (!made) return made.error();
+        return std::unique_ptr<bus::Consumer>(std::move(*made));
+      };
+      if (runs_aggregator) {
+        auto made = consumer(c.kafka.aggregator_group);
+        if (!made) return Fail("cannot create the aggregator's Kafka consumer", made.status());
+        agg_consumer = std::move(*made);
+      }
+      if (runs_alerts) {
+        auto made = consumer(c.kafka.alerts_group);
+        if (!made) return Fail("cannot create the alerts worker's Kafka consumer", made.status());
+        alerts_consumer = std::move(*made);
+      }
+    }
+  } else if (runs_ingest || runs_workers) {
     bus::EmbeddedBusOptions bo;
     bo.path = (std::filesystem::path(c.data_dir) / "bus.db").string();
     bo.sync = SyncFrom<bus::EmbeddedBusOptions::Sync>(c.sync);
@@ -301,29 +380,34 @@ int RunServer(const Config& c) {
     registry.AddCallbackGauge("bus_end_offset", "The next offset the bus will assign",
                               [b = bus.get()] { return static_cast<double>(b->EndOffset()); });
     producer = bus->NewProducer();
-    if (runs_workers) {
-      agg_consumer = bus->NewConsumer("aggregator");
-      alerts_consumer = bus->NewConsumer("alerts");
-    }
+    if (runs_aggregator) agg_consumer = bus->NewConsumer("aggregator");
+    if (runs_alerts) alerts_consumer = bus->NewConsumer("alerts");
   }
 
   // The workers.
+  services::WorkerTuning tuning;
+  tuning.max_retries = c.max_retries;
+  tuning.topic = kafka ? c.telemetry_topic : "embedded";
+  tuning.dead_letters = dlq_producer.get();
   std::unique_ptr<services::Aggregator> aggregator;
   std::unique_ptr<services::Alerter> alerter;
-  if (runs_workers) {
+  if (runs_aggregator) {
+    aggregator = std::make_unique<services::Aggregator>(*core::ParseWindows(c.agg_windows),
+                                                        *agg_consumer, *store, registry, clock,
+                                                        tuning);
+    if (Status s = aggregator->Start(); !s) return Fail("cannot start the aggregator", s);
+  }
+  if (runs_alerts) {
     auto rules = RulesFrom(c);
     if (!rules) return Fail("invalid alert rules", rules.status());
-    aggregator = std::make_unique<services::Aggregator>(*core::ParseWindows(c.agg_windows),
-                                                        *agg_consumer, *store, registry, clock);
     alerter = std::make_unique<services::Alerter>(std::move(*rules), *alerts_consumer, *store,
-                                                  registry);
-    if (Status s = aggregator->Start(); !s) return Fail("cannot start the aggregator", s);
+                                                  registry, tuning);
     if (Status s = alerter->Start(); !s) return Fail("cannot start the alerts worker", s);
   }
 
-  // Retention: the process that writes the data deletes what it no longer keeps.
+  // Retention: the process that writes the aggregates deletes what it no longer keeps.
   std::unique_ptr<RetentionJob> retention;
-  if (runs_workers && !RetentionFrom(c).empty()) {
+  if (runs_aggregator && !RetentionFrom(c).empty()) {
     retention = std::make_unique<RetentionJob>(*store, *core::ParseDuration(c.retention_interval),
                                                clock, registry);
     retention->Start();
@@ -332,10 +416,13 @@ int RunServer(const Config& c) {
   // The listeners.
   std::unique_ptr<services::IngestService> ingest;
   std::unique_ptr<services::DashboardService> dashboard;
-  std::unique_ptr<Listener> ingest_listener, dashboard_listener;
+  std::unique_ptr<Listener> ingest_listener, dashboard_listener, worker_listener;
   auto ready = [&]() -> Status {
     if (producer && !producer->Ready()) {
       return MakeError(Errc::kUnavailable, "the bus is not accepting messages");
+    }
+    if (dlq_producer && !dlq_producer->Ready()) {
+      return MakeError(Errc::kUnavailable, "Kafka is unreachable");
     }
     if (aggregator && !aggregator->Healthy()) {
       return MakeError(Errc::kUnavailable, "the aggregator cannot write to the store");
@@ -343,7 +430,7 @@ int RunServer(const Config& c) {
     if (alerter && !alerter->Healthy()) {
       return MakeError(Errc::kUnavailable, "the alerts worker cannot write to the store");
     }
-    return store->Ping();
+    return store ? store->Ping() : Status::Ok();
   };
   if (runs_ingest) {
     services::IngestOptions io;
@@ -368,6 +455,16 @@ int RunServer(const Config& c) {
                                                     std::move(router), http_probe);
     if (Status s = dashboard_listener->Start(); !s) return Fail("cannot listen (dashboard)", s);
   }
+  if (c.role == Role::kAggregator || c.role == Role::kAlerts) {
+    // A worker on its own serves /metrics, /health and /ready on its port (the seed's 8003, 8004).
+    auto router = std::make_shared<http::Router>();
+    services::AddOpsRoutes(*router, registry, ready);
+    const bool agg = c.role == Role::kAggregator;
+    worker_listener = std::make_unique<Listener>(agg ? "aggregator" : "alerts", c,
+                                                 agg ? c.aggregator_port : c.alerts_port,
+                                                 std::move(router), http_probe);
+    if (Status s = worker_listener->Start(); !s) return Fail("cannot listen (metrics)", s);
+  }
   spdlog::info("iotd {} ready", RoleName(c.role));
 
   signals.Wait();
@@ -377,9 +474,11 @@ int RunServer(const Config& c) {
   auto start = std::chrono::steady_clock::now();
   if (ingest_listener) ingest_listener->Stop();
   if (dashboard_listener) dashboard_listener->Stop();
+  if (worker_listener) worker_listener->Stop();
   auto grace = shutdown_timeout * 6 / 10;
   if (ingest_listener) ingest_listener->Join(grace);
   if (dashboard_listener) dashboard_listener->Join(std::chrono::milliseconds(500));
+  if (worker_listener) worker_listener->Join(std::chrono::milliseconds(500));
   if (producer) {
     if (Status s = producer->Flush(shutdown_timeout / 5); !s) {
       spdlog::warn("bus flush incomplete: {}", s.error().message);
@@ -393,6 +492,119 @@ int RunServer(const Config& c) {
                std::chrono::duration_cast<std::chrono::milliseconds>(
                    std::chrono::steady_clock::now() - start)
                    .count());
+  return 0;
+}
+
+namespace {
+
+// ReplayListener starts every partition of DLQ_TOPIC where the replay group left off.
+class ReplayListener final : public bus::AssignmentListener {
+ public:
+  Result<std::optional<std::int64_t>> StartOffset(std::int32_t) override {
+    return std::optional<std::int64_t>();
+  }
+  void Assigned(const std::vector<std::int32_t>&) override {}
+  void Revoked(const std::vector<std::int32_t>&) override {}
+};
+
+std::atomic<bool> replay_interrupted{false};
+
+}  // namespace
+
+int RunDlqReplay(const Config& c) {
+  std::signal(SIGINT, [](int) { replay_interrupted.store(true); });
+  std::signal(SIGTERM, [](int) { replay_interrupted.store(true); });
+  const bus::KafkaOptions ko = KafkaFrom(c);
+  if (Status s = bus::EnsureTopics(ko,
+                                   {{c.telemetry_topic, c.kafka.partitions, c.kafka.replication_factor},
+                                    {c.dlq_topic, c.kafka.partitions, c.kafka.replication_factor}},
+                                   /*create=*/false, Millis(c.kafka.startup_timeout));
+      !s) {
+    return Fail("Kafka is not ready", s);
+  }
+  auto producer = bus::KafkaProducer::Create(ProducerFrom(c, c.telemetry_topic));
+  if (!producer) return Fail("cannot create the Kafka producer", producer.status());
+  bus::KafkaConsumerOptions co;
+  co.kafka = ko;
+  co.topic = c.dlq_topic;
+  co.group = c.dlq_replay.group;
+  co.session_timeout = Millis(c.kafka.session_timeout);
+  co.synchronous_commit = true;
+  auto consumer = bus::KafkaConsumer::Create(co);
+  if (!consumer) return Fail("cannot create the Kafka consumer", consumer.status());
+  ReplayListener listener;
+  if (Status s = (*consumer)->Subscribe(listener); !s) return Fail("cannot subscribe", s);
+
+  // Only what is there now: a dead letter that fails again is published again, and replaying
+  // it again would never end.
+  auto ends = (*consumer)->EndOffsets(Millis(c.kafka.startup_timeout));
+  if (!ends) return Fail("cannot read the end of DLQ_TOPIC", ends.status());
+  std::map<std::int32_t, std::int64_t> done;  // next offset per partition, as far as replayed
+  auto finished = [&] {
+    for (const auto& [partition, end] : *ends) {
+      if (end == 0) continue;
+      auto it = done.find(partition);
+      if (it == done.end() || it->second < end) return false;
+    }
+    return true;
+  };
+  const auto idle = Millis(c.dlq_replay.idle);
+  auto last_seen = std::chrono::steady_clock::now();
+  std::int64_t replayed = 0, skipped = 0;
+  while (!replay_interrupted.load() && !finished()) {
+    auto polled = (*consumer)->Poll(1000, std::chrono::milliseconds(200));
+    if (!polled || polled->empty()) {
+      if (!polled) spdlog::warn("dlq replay: {}", polled.error().message);
+      // Partitions whose start (the group's committed offset) is already at their end send
+      // nothing: stop once nothing came for DLQ_REPLAY_IDLE.
+      if (std::chrono::steady_clock::now() - last_seen > idle) break;
+      continue;
+    }
+    last_seen = std::chrono::steady_clock::now();
+    std::vector<bus::Message> messages;
+    std::map<std::int32_t, std::int64_t> next;
+    for (const auto& record : *polled) {
+      auto end = ends->find(record.partition);
+      if (end == ends->end() || record.offset >= end->second) continue;  // newer than the start
+      next[record.partition] = record.offset + 1;
+      auto dl = services::ParseDeadLetter(record.payload);
+      if (!dl) {
+        ++skipped;
+        spdlog::warn("dlq replay: skipping partition {} offset {}: {}", record.partition,
+                     record.offset, dl.error().message);
+        continue;
+      }
+      if ((!c.dlq_replay.consumer.empty() && dl->consumer != c.dlq_replay.consumer) ||
+          dl->topic != c.telemetry_topic) {
+        ++skipped;
+        continue;
+      }
+      bus::Message m;
+      m.key = dl->key;
+      m.payload = std::move(dl->payload);
+      // Only the worker that gave up on it takes it again, under its original message id.
+      m.routing.only_for = dl->consumer;
+      m.routing.id = core::MessageId::Of(dl->partition, dl->offset).value;
+      messages.push_back(std::move(m));
+    }
+    if (!messages.empty()) {
+      std::promise<Status> promise;
+      auto sent = promise.get_future();
+      const auto n = static_cast<std::int64_t>(messages.size());
+      (*producer)->Produce(std::move(messages), [&promise](Status s) { promise.set_value(s); });
+      if (Status s = sent.get(); !s) return Fail("republishing dead letters failed", s);
+      replayed += n;
+    }
+    for (const auto& [partition, offset] : next) {
+      if (Status s = (*consumer)->Commit(partition, offset); !s) {
+        return Fail("committing the replay's position failed", s);
+      }
+      done[partition] = offset;
+    }
+  }
+  (*consumer)->Close();
+  std::cout << "replayed " << replayed << " dead letters to " << c.telemetry_topic
+            << " (skipped " << skipped << ")" << std::endl;
   return 0;
 }
 

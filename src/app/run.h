@@ -12,4 +12,8 @@ int RunServer(const Config& config);
 // RunLoadgen runs the load generator; exit code 1 when the error rate exceeds the threshold.
 int RunLoadgen(const Config& config);
 
+// RunDlqReplay republishes DLQ_TOPIC's dead letters to TELEMETRY_TOPIC until none arrived for
+// DLQ_REPLAY_IDLE; prints how many. Exit code 1 when Kafka fails.
+int RunDlqReplay(const Config& config);
+
 }  // namespace iot::app

@@ -2,16 +2,18 @@
 //
 // Ingest produces messages (a key, the device id, and a payload, an encoded reading); workers
 // consume them in order per partition, at least once. Two implementations: `embedded_bus.cc`
-// (an append-only log in a SQLite file, group-committed, for `iotd all`) and, later,
-// `kafka_bus.cc`. Consumers never commit by themselves: a worker stores its position with its
-// output (see store.h, Checkpoint) and calls `Seek` on start-up; `Commit` additionally tells the
-// bus (Kafka's consumer group) how far the worker got.
+// (an append-only log in a SQLite file, group-committed, for `iotd all`, one partition) and
+// `kafka_bus.cc` (Apache Kafka through librdkafka, partitions spread over a consumer group).
+// Consumers never commit by themselves: a worker stores its position with its output (see
+// store.h, Checkpoint) and answers `AssignmentListener::StartOffset` from it; `Commit`
+// additionally tells the bus (Kafka's consumer group) how far the worker got.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,9 +22,19 @@
 
 namespace iot::bus {
 
+// Headers a message may carry (Kafka record headers; the embedded bus has none). `iotd dlq replay`
+// sets them on a dead letter it republishes, so that only the worker that gave up on it processes
+// it again, under its original message id (nothing is stored twice).
+struct Routing {
+  std::string only_for;             // header "iotd-for": a consumer name, or empty for every one
+  std::optional<std::int64_t> id;   // header "iotd-message-id": the original core::MessageId
+  friend bool operator==(const Routing&, const Routing&) = default;
+};
+
 struct Message {
   std::string key;      // the device id: one device's messages keep their order
-  std::string payload;  // an encoded reading (codec/reading_codec.h)
+  std::string payload;  // an encoded reading (codec/wire.h)
+  Routing routing = {};
 };
 
 // Record is a consumed message with its position.
@@ -32,6 +44,30 @@ struct Record {
   core::Timestamp appended_at{};  // when the bus made it durable
   std::string key;
   std::string payload;
+  Routing routing = {};
+};
+
+// AssignmentListener is how a consumer's owner learns which partitions it reads (a Kafka consumer
+// group moves partitions between replicas) and tells where each one starts. Its methods are called
+// on the thread that polls, from within Poll (Kafka) or Subscribe (embedded), never concurrently.
+class AssignmentListener {
+ public:
+  virtual ~AssignmentListener() = default;
+  // StartOffset returns where `partition` resumes: the owner's checkpoint, or nullopt for the
+  // bus's own position (the group's committed offset, else the earliest record). An error is
+  // retried with backoff (the partition cannot be read before its position is known).
+  virtual Result<std::optional<std::int64_t>> StartOffset(std::int32_t partition) = 0;
+  // Assigned: `partitions` are read from now on, from their start offsets.
+  virtual void Assigned(const std::vector<std::int32_t>& partitions) = 0;
+  // Revoked: `partitions` go to another consumer when this call returns. The owner finishes
+  // (or abandons) what it polled from them before returning; later records of them are not
+  // returned by Poll.
+  virtual void Revoked(const std::vector<std::int32_t>& partitions) = 0;
+};
+
+struct PartitionLag {
+  std::int32_t partition = 0;
+  std::int64_t lag = 0;  // records appended to the partition but not yet polled
 };
 
 // Producer makes messages durable.
@@ -63,14 +99,22 @@ class Consumer {
   virtual ~Consumer() = default;
   virtual Result<std::vector<Record>> Poll(std::size_t max_records,
                                            std::chrono::milliseconds timeout) = 0;
+  // Subscribe starts reading, with `listener` told of assignments (it must outlive the
+  // consumer). Call once, before the first Poll.
+  virtual Status Subscribe(AssignmentListener& listener) = 0;
   // Seek makes the next Poll of `partition` start at `next_offset`.
   virtual Status Seek(std::int32_t partition, std::int64_t next_offset) = 0;
   // Commit tells the bus that everything before `next_offset` of `partition` is done.
   virtual Status Commit(std::int32_t partition, std::int64_t next_offset) = 0;
   // Lag is the number of records appended but not yet polled, over all assigned partitions.
   virtual std::int64_t Lag() const = 0;
+  // Lags is Lag per assigned partition.
+  virtual std::vector<PartitionLag> Lags() const { return {PartitionLag{0, Lag()}}; }
   // Wakeup makes a blocked Poll return early (from any thread), for shutdown.
   virtual void Wakeup() = 0;
+  // Close ends the subscription (a Kafka consumer leaves its group, so its partitions move at
+  // once); the listener is not called any more. Called once the polling thread has stopped.
+  virtual void Close() {}
 };
 
 }  // namespace iot::bus

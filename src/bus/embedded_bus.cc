@@ -820,6 +820,16 @@ class EmbeddedConsumer final : public Consumer {
                                    std::chrono::milliseconds timeout) override;
   Status Seek(std::int32_t partition, std::int64_t next_offset) override;
   Status Commit(std::int32_t partition, std::int64_t next_offset) override;
+  // Subscribe assigns partition 0, the only one, at once.
+  Status Subscribe(AssignmentListener& listener) override {
+    auto start = listener.StartOffset(0);
+    if (!start) return start.status();
+    if (*start) {
+      if (Status s = Seek(0, **start); !s) return s;
+    }
+    listener.Assigned({0});
+    return Status::Ok();
+  }
   std::int64_t Lag() const override {
     return std::max<std::int64_t>(0, core_->EndOffset() - next_);
   }

@@ -12,6 +12,7 @@ const char* ErrcName(Errc code) {
     case Errc::kDeadlineExceeded: return "deadline_exceeded";
     case Errc::kCorruption: return "corruption";
     case Errc::kInternal: return "internal";
+    case Errc::kAborted: return "aborted";
   }
   return "unknown";
 }

@@ -26,6 +26,7 @@ enum class Errc {
   kDeadlineExceeded,
   kCorruption,       // stored data failed a check
   kInternal,         // a broken invariant or an unexpected library failure
+  kAborted,          // lost a race: another writer moved the state (e.g. a checkpoint) first
 };
 
 const char* ErrcName(Errc code);

@@ -9,9 +9,8 @@ namespace iot::services {
 
 Aggregator::Aggregator(std::vector<core::Micros> windows, bus::Consumer& consumer,
                        store::Store& store, metrics::Registry& registry, const core::Clock& clock,
-                       std::size_t max_batch)
-    : Worker(WorkerOptions{.name = "aggregator", .max_batch = max_batch}, consumer, store,
-             registry),
+                       WorkerTuning tuning)
+    : Worker(OptionsFor("aggregator", tuning), consumer, store, registry, tuning.dead_letters),
       windows_(std::move(windows)),
       clock_(clock) {}
 
@@ -49,7 +48,7 @@ void Aggregator::Build(const std::vector<bus::Record>& records, store::WriteBatc
   for (const auto& record : records) {
     auto decoded = codec::DecodePayload(record.payload);
     if (!decoded) {
-      CountDecodeError(record, decoded.error());
+      DeadLetter(record, "undecodable: " + decoded.error().message, batch);
       continue;
     }
     core::Reading& reading = *decoded;
@@ -81,8 +80,7 @@ void Aggregator::Build(const std::vector<bus::Record>& records, store::WriteBatc
       }
     }
     batch.readings.push_back(
-        store::StoredReading{core::MessageId::Of(record.partition, record.offset),
-                             std::move(reading)});
+        store::StoredReading{IdOf(record), std::move(reading)});
   }
   for (auto& [device_id, cells] : devices) {
     batch.devices[cells.update].latest = batch.readings[cells.latest].reading;

@@ -16,7 +16,7 @@ namespace iot::services {
 class Aggregator final : public Worker {
  public:
   Aggregator(std::vector<core::Micros> windows, bus::Consumer& consumer, store::Store& store,
-             metrics::Registry& registry, const core::Clock& clock, std::size_t max_batch = 200000);
+             metrics::Registry& registry, const core::Clock& clock, WorkerTuning tuning = {});
   ~Aggregator() override { Stop(); }
 
  private:

@@ -8,8 +8,8 @@
 namespace iot::services {
 
 Alerter::Alerter(core::RuleSet rules, bus::Consumer& consumer, store::Store& store,
-                 metrics::Registry& registry, std::size_t max_batch)
-    : Worker(WorkerOptions{.name = "alerts", .max_batch = max_batch}, consumer, store, registry),
+                 metrics::Registry& registry, WorkerTuning tuning)
+    : Worker(OptionsFor("alerts", tuning), consumer, store, registry, tuning.dead_letters),
       rules_(std::move(rules)),
       transitions_(registry.AddCounterFamily(
           "alerts_transitions_total",
@@ -36,11 +36,11 @@ void Alerter::Build(const std::vector<bus::Record>& records, store::WriteBatch& 
   for (const auto& record : records) {
     auto decoded = codec::DecodePayload(record.payload);
     if (!decoded) {
-      CountDecodeError(record, decoded.error());
+      DeadLetter(record, "undecodable: " + decoded.error().message, batch);
       continue;
     }
     const core::Reading& reading = *decoded;
-    const auto message_id = core::MessageId::Of(record.partition, record.offset);
+    const auto message_id = IdOf(record);
     for (std::size_t index = 0; index < reading.sensors.size(); ++index) {
       const auto& sensor = reading.sensors[index];
       const core::AlertRule* rule = rules_.Find(reading.device_id, sensor.name);

@@ -19,7 +19,7 @@ namespace iot::services {
 class Alerter final : public Worker {
  public:
   Alerter(core::RuleSet rules, bus::Consumer& consumer, store::Store& store,
-          metrics::Registry& registry, std::size_t max_batch = 200000);
+          metrics::Registry& registry, WorkerTuning tuning = {});
   ~Alerter() override { Stop(); }
 
  private:

@@ -10,6 +10,7 @@
 #include "codec/documents.h"
 #include "codec/json_writer.h"
 #include "http/response.h"
+#include "services/dead_letter.h"
 
 namespace iot::services {
 namespace {
@@ -359,6 +360,26 @@ void DashboardService::RegisterRoutes(http::Router& router) {
                WriteDevice(w, **d);
                respond(http::MakeJson(200, std::move(body)));
              });
+
+  router.Add(bh::verb::get, "/dlq", [this](const Request& req, const PathParams&, Respond respond) {
+    auto params = ParseList(Target(req));
+    if (auto* bad = std::get_if<BadParam>(&params)) return respond(BadParamResponse(*bad));
+    auto& p = std::get<ListParams>(params);
+    store::DeadLetterQuery q;
+    q.range = p.range;
+    q.limit = p.limit;
+    q.after = p.after;
+    if (auto c = http::QueryParam(Target(req), "consumer")) {
+      if (c->empty() || c->size() > 64) {
+        return respond(BadParamResponse({"consumer", "consumer must be 1 to 64 characters"}));
+      }
+      q.consumer = std::move(*c);
+    }
+    auto page = store_.DeadLetters(q);
+    if (!page) return respond(StoreError(page.error()));
+    // The same JSON form as the records published to DLQ_TOPIC (dead_letter.h).
+    respond(ListResponse(Target(req), *page, WriteDeadLetter));
+  });
 
   router.Add(bh::verb::get, "/stats", [this](const Request&, const PathParams&, Respond respond) {
     auto s = store_.GetStats(clock_.Now());

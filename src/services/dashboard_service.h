@@ -10,6 +10,11 @@
 //   GET /devices/{device_id}/telemetry   one device's readings
 //   GET /devices/{device_id}/aggregates  one device's aggregates (window=, sensor_type=)
 //   GET /stats                           totals and the current ingest rate
+//   GET /dlq                             dead letters (consumer=aggregator|alerts), newest first
+//
+// A dead letter is listed as {"consumer","topic","partition","offset","key","payload",
+// "payload_encoding","reason","attempts","failed_at"}: `payload` is the record's bytes as text
+// when they are valid UTF-8 ("utf8"), else base64 ("base64"); the form of DLQ_TOPIC's records.
 //
 // Lists are JSON arrays. They take `limit` (1..1000, default 100) and `from`/`to` (ISO 8601);
 // when more items follow, the response carries `X-Next-Cursor` and a `Link: <...>; rel="next"`

@@ -112,6 +112,14 @@ Builder& Builder::Binary(std::string_view key, const bson_t* doc) {
   return *this;
 }
 
+Builder& Builder::Bytes(std::string_view key, std::string_view bytes) {
+  std::string k = NextKey(key);
+  bson_append_binary(doc_, k.data(), KeyLength(k), BSON_SUBTYPE_BINARY,
+                     reinterpret_cast<const std::uint8_t*>(bytes.data()),
+                     static_cast<std::uint32_t>(bytes.size()));
+  return *this;
+}
+
 Builder& Builder::Append(std::string_view key, const bson_t* doc) {
   std::string k = NextKey(key);
   bson_append_document(doc_, k.data(), KeyLength(k), doc);
@@ -152,6 +160,17 @@ std::optional<std::string_view> AsString(const bson_iter_t& it) {
   std::uint32_t length = 0;
   const char* text = bson_iter_utf8(&it, &length);
   return std::string_view(text, length);
+}
+
+std::optional<std::string_view> AsBytes(const bson_iter_t& it) {
+  if (bson_iter_type(&it) == BSON_TYPE_UTF8) return AsString(it);
+  if (bson_iter_type(&it) != BSON_TYPE_BINARY) return std::nullopt;
+  bson_subtype_t subtype;
+  std::uint32_t length = 0;
+  const std::uint8_t* data = nullptr;
+  bson_iter_binary(&it, &subtype, &length, &data);
+  if (data == nullptr) return std::string_view();
+  return std::string_view(reinterpret_cast<const char*>(data), length);
 }
 
 std::optional<core::Timestamp> AsDate(const bson_iter_t& it) {

@@ -82,6 +82,8 @@ class Builder {
   // Binary appends a document's bytes as generic binary data: stored opaquely, so its keys
   // (operators such as $inc, dotted paths) are not checked as field names.
   Builder& Binary(std::string_view key, const bson_t* doc);
+  // Bytes appends raw bytes as generic binary data (any bytes, also invalid UTF-8).
+  Builder& Bytes(std::string_view key, std::string_view bytes);
   // Append copies a whole document as a sub-document.
   Builder& Append(std::string_view key, const bson_t* doc);
 
@@ -97,6 +99,8 @@ class Builder {
 std::optional<std::int64_t> AsInt64(const bson_iter_t& it);
 std::optional<double> AsDouble(const bson_iter_t& it);
 std::optional<std::string_view> AsString(const bson_iter_t& it);
+// AsBytes reads binary data (Builder::Bytes) or a string as bytes.
+std::optional<std::string_view> AsBytes(const bson_iter_t& it);
 std::optional<core::Timestamp> AsDate(const bson_iter_t& it);
 
 // Find positions `it` on field `key` of `doc`; false when absent.

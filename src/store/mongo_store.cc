@@ -2,11 +2,13 @@
 // The write path is in mongo_store_write.cc, the queries in mongo_store_read.cc.
 #include "store/mongo_store.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <charconv>
 #include <mutex>
+#include <random>
 
 #include "store/mongo_store_impl.h"
 
@@ -261,6 +263,10 @@ Status MongoStore::Impl::CreateIndexes() {
        {{"device_id", 1}, {"created_at", -1}, {"_id", -1}}),
       Plain(mongo::kAlerts, "status_1", {{"status", 1}}),
       Plain(mongo::kJournal, "checkpoint_1", {{"checkpoint", 1}}),
+      // GET /dlq, newest first, of every consumer or one (the _id makes each dead letter unique).
+      Plain(mongo::kDeadLetters, "failed_at_-1__id_-1", {{"failed_at", -1}, {"_id", -1}}),
+      Plain(mongo::kDeadLetters, "consumer_1_failed_at_-1__id_-1",
+            {{"consumer", 1}, {"failed_at", -1}, {"_id", -1}}),
   };
   // Retention: TTL indexes where the server has them (see Expire for the fallback).
   if (options.retention.raw) {
@@ -390,7 +396,7 @@ class UnorderedBulk {
 // BulkCommand runs ops[begin, end) as one unordered bulk write.
 Result<mongo::BulkOutcome> BulkCommand(mongoc_collection_t* coll, const char* collection,
                                        const std::vector<const mongo::Op*>& ops,
-                                       std::size_t begin, std::size_t end, bool guarded) {
+                                       std::size_t begin, std::size_t end) {
   UnorderedBulk bulk(coll);
   bson_error_t error;
   Bson upsert;
@@ -400,7 +406,7 @@ Result<mongo::BulkOutcome> BulkCommand(mongoc_collection_t* coll, const char* co
     bool ok = false;
     Bson combined;
     const bson_t* filter = op->filter.get();
-    if (guarded && !bson_empty(op->guard.get())) {
+    if (!bson_empty(op->guard.get())) {
       bson_concat(combined.get(), op->filter.get());
       bson_concat(combined.get(), op->guard.get());
       filter = combined.get();
@@ -417,6 +423,9 @@ Result<mongo::BulkOutcome> BulkCommand(mongoc_collection_t* coll, const char* co
       case mongo::Op::kDelete:
         ok = mongoc_bulk_operation_remove_one_with_opts(bulk.get(), filter, nullptr, &error);
         break;
+      case mongo::Op::kInsert:
+        ok = mongoc_bulk_operation_insert_with_opts(bulk.get(), op->update.get(), nullptr, &error);
+        break;
     }
     if (!ok) return MakeError(Errc::kInternal, std::string("bulk write: ") + error.message);
   }
@@ -426,14 +435,13 @@ Result<mongo::BulkOutcome> BulkCommand(mongoc_collection_t* coll, const char* co
 }  // namespace
 
 Result<mongo::BulkOutcome> MongoStore::Impl::Bulk(mongo::Lease& lease, const char* collection,
-                                                  const std::vector<const mongo::Op*>& ops,
-                                                  bool guarded) {
+                                                  const std::vector<const mongo::Op*>& ops) {
   mongo::BulkOutcome outcome;
   auto coll = Coll(lease, collection);
   const std::size_t step = std::max<std::size_t>(1, statements_per_command);
   for (std::size_t begin = 0; begin < ops.size(); begin += step) {
     std::size_t end = std::min(ops.size(), begin + step);
-    auto part = BulkCommand(coll.get(), collection, ops, begin, end, guarded);
+    auto part = BulkCommand(coll.get(), collection, ops, begin, end);
     if (!part) return part.error();
     for (std::uint32_t index : part->duplicates) {
       outcome.duplicates.push_back(static_cast<std::uint32_t>(begin) + index);
@@ -512,6 +520,10 @@ Result<std::unique_ptr<MongoStore>> MongoStore::Open(const MongoStoreOptions& op
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   if (impl->options.max_attempts < 1) impl->options.max_attempts = 1;
+  {
+    std::random_device random;
+    impl->instance_id = fmt::format("{:08x}{:08x}", random(), random());
+  }
   if (Status s = impl->Connect(); !s) return s.error();
   // The first contact: ping with retries, so a server that is still starting gets a moment.
   {

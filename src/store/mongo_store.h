@@ -13,24 +13,32 @@
 //   devices          one document per device: first_seen, last_seen, readings, latest
 //   checkpoints      one document per (consumer, partition): next_offset and the pending batch
 //   ingest_minutes   readings processed per minute, for the ingest rate of /stats
+//   dead_letters     one document per record a worker gave up on: _id = "<consumer>/<partition>/
+//                    <offset>/<topic>", the fields of store::DeadLetter, payload as binary
 //
 // MongoDB has multi-document transactions only on replica sets and FerretDB has none, so Apply
 // does not rely on them. Instead (docs/storage.md, "Exactly-once without transactions"):
 //
-//   1. raw readings are inserted in unordered bulk inserts keyed by their message id, so a
-//      replay's duplicates fail with E11000 and are counted as already done;
-//   2. every other effect of the batch (aggregate, device, ingest-rate increments; alert
-//      replacements and deletes) is written as a journal together with the new checkpoint, in
-//      one single-document write: the commit point;
-//   3. the journal is applied with update operators. Each increment is guarded by a per-document
+//   0. the checkpoint fence (store.h) is decided on the checkpoint as last read or written by this
+//      instance, which another writer may have moved since: step 2 finds out;
+//   1. raw readings and dead letters are inserted in unordered bulk inserts keyed by their bus
+//      position, so a replay's duplicates fail with E11000 and count as already done;
+//   2. every other effect of the batch (aggregate, device, ingest-rate increments; alert inserts,
+//      replacements and deletes) is written as a journal, then the checkpoint moves to the
+//      batch's end with the journal's mark, conditionally on the offset the fence was decided at:
+//      the commit point. When that compare fails, the checkpoint is read again and the fence
+//      decided again on it: skipped (Ok), refused (kAborted), or committed at the new offset;
+//   3. the journal is applied with update operators, every write guarded by a per-document
 //      high-water mark `hw.<consumer>_<partition>` (the batch's end offset), so applying the same
-//      journal again after a crash changes nothing; alert writes are replacements by _id;
+//      journal twice changes nothing: after a crash, and also when a rebalance has the old and the
+//      new owner of a partition apply it at the same time;
 //   4. the journal is cleared.
 //
 //   A journal found at start-up (LoadCheckpoint) or by the next Apply of the same consumer and
 //   partition is applied again first. Device reading counts stay exact because a duplicate raw
 //   insert whose offset is at or beyond the consumer's checkpoint came from an attempt that never
-//   committed, and is counted.
+//   committed, and is counted. Dead letters keep the first copy stored; Expire never deletes
+//   them.
 //
 // Transient errors (no server, a network error, a primary stepping down) are retried inside each
 // call with exponential backoff and jitter up to `max_attempts`, then surface as kUnavailable,
@@ -69,9 +77,10 @@ struct MongoStoreOptions {
   std::chrono::milliseconds max_backoff{1000};
   Retention retention;
   // crash_at is for fault-injection tests only: Apply calls it at each step ("raw" after the raw
-  // inserts, "commit" after the checkpoint and journal are written, "apply:<collection>" after
-  // each collection's writes, "applied" before the journal is cleared) and, when it returns
-  // true, stops there with kUnavailable as if the process had died at that point.
+  // inserts, "dead_letters" after the dead letters, "commit" after the checkpoint and journal
+  // are written, "apply:<collection>" after each collection's writes, "applied" before the
+  // journal is cleared) and, when it returns true, stops there with an error as if the process
+  // had died at that point.
   std::function<bool(std::string_view step)> crash_at;
   // app_name is shown by the server in its logs and currentOp.
   std::string app_name = "iotd";
@@ -98,6 +107,7 @@ class MongoStore final : public Store {
   Result<std::optional<Device>> FindDevice(const std::string& device_id) override;
   Result<std::vector<Device>> Devices(const DeviceQuery& q) override;
   Result<Stats> GetStats(core::Timestamp now) override;
+  Result<Page<DeadLetter>> DeadLetters(const DeadLetterQuery& q) override;
   Result<std::int64_t> Expire(core::Timestamp now) override;
   // Ping reports the last result of the health check, a `ping` sent every second on a
   // connection of its own that gives up quickly (so it never blocks the caller).

@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "store/mongo_bson.h"
@@ -33,6 +34,7 @@ inline constexpr const char* kDevices = "devices";
 inline constexpr const char* kCheckpoints = "checkpoints";
 inline constexpr const char* kJournal = "journal";
 inline constexpr const char* kMinutes = "ingest_minutes";
+inline constexpr const char* kDeadLetters = "dead_letters";
 
 inline constexpr int kDuplicateKey = 11000;
 
@@ -61,22 +63,34 @@ using Collection = std::unique_ptr<mongoc_collection_t, CollectionDeleter>;
 
 // Op is one write of a batch's effects, kept in the journal until it is applied.
 struct Op {
-  enum Kind : std::int32_t { kUpdate = 0, kReplace = 1, kDelete = 2 };
+  // kInsert inserts `update` as a new document; a duplicate _id (E11000) counts as done.
+  enum Kind : std::int32_t { kUpdate = 0, kReplace = 1, kDelete = 2, kInsert = 3 };
   std::string collection;
   Kind kind = kUpdate;
   // phase orders the ops: every phase-0 op runs before any phase-1 op.
   std::int32_t phase = 0;
   bool upsert = false;
   Bson filter;
-  // guard is added to the filter when the op may have been applied already (a retry, or a
-  // journal found after a crash); empty for ops that are idempotent by themselves.
+  // guard is always added to the filter: {hw.<consumer>_<partition>: {$not: {$gte: end}}}, so
+  // that a journal applied twice (a retry, a redo after a crash, or two writers at once after a
+  // rebalance) changes each document once. Empty for ops that are idempotent by themselves and
+  // for batches without a checkpoint.
   Bson guard;
-  Bson update;  // the update document, or the replacement; empty for a delete
+  Bson update;  // the update document, the replacement or the inserted document; empty: delete
 };
 
 // BulkOutcome lists the ops of a bulk write that failed with a duplicate key (already done).
 struct BulkOutcome {
   std::vector<std::uint32_t> duplicates;  // indexes into the bulk's ops
+};
+
+// RawOutcome is what inserting a batch's raw readings found; it points into the batch.
+struct RawOutcome {
+  std::vector<const StoredReading*> unique;  // each message id once, in batch order
+  // Per device: readings whose id came earlier in the batch, and readings stored (and counted)
+  // before this batch.
+  std::unordered_map<std::string_view, std::int64_t> repeated;
+  std::unordered_map<std::string_view, std::int64_t> stored;
 };
 
 }  // namespace mongo
@@ -97,9 +111,14 @@ struct MongoStore::Impl {
     std::int64_t next_offset = 0;
     std::optional<std::int64_t> journal_end;  // a committed batch not yet fully applied
     std::int32_t journal_parts = 0;
+    std::string journal_token;  // which attempt wrote the journal (empty in older journals)
   };
   std::mutex checkpoints_mu;
   std::map<std::string, CheckpointState> checkpoints;
+
+  // Journal tokens: this instance's random id and a counter, unique per Apply attempt.
+  std::string instance_id;
+  std::atomic<std::uint64_t> attempts{0};
 
   // Health, kept by a monitor thread that pings the server every second.
   std::atomic<bool> reachable{false};
@@ -127,10 +146,10 @@ struct MongoStore::Impl {
   auto Retry(F&& fn) -> decltype(fn());
   // Command runs a database command and returns its reply.
   Result<mongo::Bson> Command(mongo::Lease& lease, const bson_t* command, std::string_view what);
-  // Bulk runs `ops` of one collection as one unordered bulk write; duplicate-key errors are
-  // reported in the outcome, every other write error fails the call.
+  // Bulk runs `ops` of one collection (each filter with its guard) as one unordered bulk write;
+  // duplicate-key errors are reported in the outcome, every other write error fails the call.
   Result<mongo::BulkOutcome> Bulk(mongo::Lease& lease, const char* collection,
-                                  const std::vector<const mongo::Op*>& ops, bool guarded = false);
+                                  const std::vector<const mongo::Op*>& ops);
   Result<mongo::BulkOutcome> InsertMany(mongo::Lease& lease, const char* collection,
                                         const std::vector<mongo::Bson>& docs);
   Result<std::int64_t> Count(mongo::Lease& lease, const char* collection, const bson_t* filter);
@@ -143,11 +162,26 @@ struct MongoStore::Impl {
 
   // ---- mongo_store_write.cc ----
   Status Apply(const WriteBatch& batch);
+  // ApplyAt writes a checkpointed batch that the fence let through at `state` (no journal
+  // pending): true when it committed; false when the checkpoint had moved (another writer), with
+  // `state` read again from the database.
+  Result<bool> ApplyAt(mongo::Lease& lease, const WriteBatch& batch, const std::string& cp_id,
+                       CheckpointState& state);
+  // CommitCheckpoint moves the checkpoint from `state` to `end` with the journal (`parts`
+  // documents of attempt `token`, none when parts is 0); kAlreadyExists when it had moved.
+  Status CommitCheckpoint(mongo::Lease& lease, const Checkpoint& cp, const std::string& cp_id,
+                          const CheckpointState& state, std::int32_t parts,
+                          const std::string& token);
+  // InsertRaw inserts the batch's readings; `next_offset` is the stored position of its
+  // checkpoint (see RawOutcome::stored).
+  Result<mongo::RawOutcome> InsertRaw(mongo::Lease& lease, const WriteBatch& batch,
+                                      std::int64_t next_offset);
+  Status InsertDeadLetters(mongo::Lease& lease, const WriteBatch& batch);
   Result<CheckpointState> LoadState(mongo::Lease& lease, const std::string& id);
   Status Redo(mongo::Lease& lease, const std::string& id, CheckpointState& state);
   Status ClearJournal(mongo::Lease& lease, const std::string& id, CheckpointState& state);
-  // Execute applies ops phase by phase; `guarded` adds each op's guard to its filter.
-  Status Execute(mongo::Lease& lease, const std::vector<mongo::Op>& ops, bool guarded);
+  // Execute applies ops phase by phase, each with its guard.
+  Status Execute(mongo::Lease& lease, const std::vector<mongo::Op>& ops);
   Status UpdateAverages(mongo::Lease& lease, const std::vector<std::string>& keys);
   Result<std::optional<std::int64_t>> LoadCheckpoint(const std::string& consumer,
                                                      std::int32_t partition);
@@ -161,6 +195,12 @@ void AppendReading(mongo::Builder& b, const core::Reading& reading);
 // fields (_id, bookkeeping) are skipped.
 Result<core::Reading> ReadingFrom(const bson_t* doc);
 mongo::Bson AlertDoc(const core::Alert& alert);
+mongo::Bson DeadLetterDoc(const DeadLetter& dl);
+Result<DeadLetter> DeadLetterFrom(const bson_t* doc);
+// DeadLetterId is the _id of a dead letter, "<consumer>/<partition>/<offset, 19 digits>/<topic>":
+// unique per (consumer, topic, partition, offset), since consumer names have no '/' and the topic
+// comes last.
+std::string DeadLetterId(const DeadLetter& dl);
 Result<core::Alert> AlertFrom(const bson_t* doc);
 
 // PaddedId renders a non-negative number as a zero-padded decimal string of `width` digits, so

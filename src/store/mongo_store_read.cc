@@ -178,6 +178,43 @@ Result<core::Alert> AlertFrom(const bson_t* doc) {
   return a;
 }
 
+Result<DeadLetter> DeadLetterFrom(const bson_t* doc) {
+  DeadLetter dl;
+  bson_iter_t it;
+  if (!bson_iter_init(&it, doc)) return Corrupt(mongo::kDeadLetters, "unreadable document");
+  bool has_offset = false, has_payload = false;
+  while (bson_iter_next(&it)) {
+    std::string_view key = bson_iter_key(&it);
+    if (key == "consumer") {
+      dl.consumer = std::string(mongo::AsString(it).value_or(""));
+    } else if (key == "topic") {
+      dl.topic = std::string(mongo::AsString(it).value_or(""));
+    } else if (key == "partition") {
+      dl.partition = static_cast<std::int32_t>(mongo::AsInt64(it).value_or(0));
+    } else if (key == "offset") {
+      auto offset = mongo::AsInt64(it);
+      has_offset = offset.has_value();
+      dl.offset = offset.value_or(0);
+    } else if (key == "key") {
+      dl.key = std::string(mongo::AsBytes(it).value_or(""));
+    } else if (key == "payload") {
+      auto payload = mongo::AsBytes(it);
+      has_payload = payload.has_value();
+      dl.payload = std::string(payload.value_or(""));
+    } else if (key == "reason") {
+      dl.reason = std::string(mongo::AsBytes(it).value_or(""));
+    } else if (key == "attempts") {
+      dl.attempts = static_cast<std::int32_t>(mongo::AsInt64(it).value_or(0));
+    } else if (key == "failed_at") {
+      dl.failed_at = mongo::AsDate(it).value_or(core::Timestamp{});
+    }
+  }
+  if (!has_offset || !has_payload) {
+    return Corrupt(mongo::kDeadLetters, "dead letter without offset or payload");
+  }
+  return dl;
+}
+
 Result<std::vector<core::Alert>> MongoStore::OpenAlerts() {
   Bson filter;
   Builder(filter).Doc("status", [](Builder& b) {
@@ -321,6 +358,42 @@ Result<Page<core::Alert>> MongoStore::Alerts(const AlertQuery& q) {
   return Cut(std::move(items), q.limit, [](const core::Alert& a) {
     return Cursor{core::ToUnixMicros(a.created_at), a.id, {}};
   });
+}
+
+Result<Page<DeadLetter>> MongoStore::DeadLetters(const DeadLetterQuery& q) {
+  Bson filter;
+  Builder b(filter);
+  if (q.consumer) b.Str("consumer", *q.consumer);
+  AppendRange(b, "failed_at", q.range);
+  if (q.after) {
+    AppendAfter(b, "failed_at", core::FromUnixMicros(q.after->ts_us),
+                [&](Builder& c) { c.Str("$lt", q.after->key); });
+  }
+  Bson opts = NewestFirst("failed_at", q.limit);
+  mongo::Lease lease(impl_->pool);
+  std::vector<std::pair<DeadLetter, std::string>> items;
+  Status s = impl_->Retry([&] {
+    items.clear();
+    return impl_->Find(lease, mongo::kDeadLetters, filter.get(), opts.get(),
+                       [&](const bson_t* doc) {
+      bson_iter_t it;
+      auto id = mongo::Find(doc, "_id", &it) ? mongo::AsString(it) : std::nullopt;
+      if (!id) return Status(Corrupt(mongo::kDeadLetters, "dead letter without a string _id"));
+      auto dl = DeadLetterFrom(doc);
+      if (!dl) return Status(dl.error());
+      items.emplace_back(std::move(*dl), std::string(*id));
+      return Status::Ok();
+    });
+  });
+  if (!s) return s.error();
+  auto page = Cut(std::move(items), q.limit, [](const std::pair<DeadLetter, std::string>& d) {
+    return Cursor{core::ToUnixMicros(d.first.failed_at), 0, d.second};
+  });
+  Page<DeadLetter> out;
+  out.next = std::move(page.next);
+  out.items.reserve(page.items.size());
+  for (auto& [dl, id] : page.items) out.items.push_back(std::move(dl));
+  return out;
 }
 
 Result<std::optional<Device>> MongoStore::FindDevice(const std::string& device_id) {

@@ -1,10 +1,15 @@
-// mongo_store_write.cc: MongoStore::Apply without transactions (see mongo_store.h):
-// raw inserts keyed by message id, then the batch's other effects journaled together with the
-// checkpoint in one document, then applied with per-document high-water marks, then cleared.
+// mongo_store_write.cc: MongoStore::Apply without transactions (see mongo_store.h): the
+// checkpoint fence, raw inserts keyed by message id and dead letters keyed by their position,
+// then the batch's other effects journaled together with the checkpoint in one document, then
+// applied with per-document high-water marks, then cleared.
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "core/utf8.h"
+#include "store/checkpoint_fence.h"
 #include "store/mongo_store_impl.h"
 
 namespace iot::store {
@@ -24,10 +29,10 @@ std::string CheckpointId(const Checkpoint& cp) {
   return cp.consumer + "/" + std::to_string(cp.partition);
 }
 
-// HighWaterField is the field of a document that holds the end offset of the last batch of
-// this (consumer, partition) applied to it.
-std::string HighWaterField(const Checkpoint& cp) {
-  return "hw." + cp.consumer + "_" + std::to_string(cp.partition);
+// HighWaterName names the high-water mark of a (consumer, partition): the field under `hw` of a
+// document that holds the end offset of the last batch of it applied to the document.
+std::string HighWaterName(const Checkpoint& cp) {
+  return cp.consumer + "_" + std::to_string(cp.partition);
 }
 
 bool ValidConsumerName(const std::string& name) {
@@ -38,10 +43,11 @@ bool ValidConsumerName(const std::string& name) {
   });
 }
 
-// Guard says which high-water mark an increment must be beyond; unset for batches without a
+// Guard says which high-water mark a write must be beyond; unset for batches without a
 // checkpoint (applied as they come).
 struct Guard {
-  std::string field;
+  std::string name;   // HighWaterName
+  std::string field;  // "hw." + name
   std::int64_t end = 0;
 };
 
@@ -56,6 +62,25 @@ Bson GuardOf(const std::optional<Guard>& guard) {
     });
   }
   return doc;
+}
+
+bool IsText(std::string_view s) {
+  while (!s.empty()) {
+    std::size_t n = core::Utf8SequenceLength(s);
+    if (n == 0 || s.front() == '\0') return false;
+    s.remove_prefix(n);
+  }
+  return true;
+}
+
+// AppendTextOrBytes appends `value` as a string when it is UTF-8 text (readable in the shell),
+// else as binary data; AsBytes reads either back.
+void AppendTextOrBytes(Builder& b, std::string_view key, std::string_view value) {
+  if (IsText(value)) {
+    b.Str(key, value);
+  } else {
+    b.Bytes(key, value);
+  }
 }
 
 Bson RawDoc(const StoredReading& r) {
@@ -107,6 +132,26 @@ Bson AlertDoc(const core::Alert& a) {
   return doc;
 }
 
+std::string DeadLetterId(const DeadLetter& dl) {
+  return dl.consumer + "/" + std::to_string(dl.partition) + "/" + PaddedId(dl.offset) + "/" +
+         dl.topic;
+}
+
+Bson DeadLetterDoc(const DeadLetter& dl) {
+  Bson doc;
+  Builder b(doc);
+  b.Str("_id", DeadLetterId(dl))
+      .Str("consumer", dl.consumer)
+      .Str("topic", dl.topic)
+      .Int32("partition", dl.partition)
+      .Int64("offset", dl.offset);
+  AppendTextOrBytes(b, "key", dl.key);
+  b.Bytes("payload", dl.payload);
+  AppendTextOrBytes(b, "reason", dl.reason);
+  b.Int32("attempts", dl.attempts).Date("failed_at", dl.failed_at);
+  return doc;
+}
+
 // ---- checkpoints and the journal ------------------------------------------------------------
 
 Result<MongoStore::Impl::CheckpointState> MongoStore::Impl::LoadState(mongo::Lease& lease,
@@ -128,6 +173,9 @@ Result<MongoStore::Impl::CheckpointState> MongoStore::Impl::LoadState(mongo::Lea
       if (bson_iter_recurse(&journal, &field) && bson_iter_find(&field, "parts")) {
         state.journal_parts = static_cast<std::int32_t>(mongo::AsInt64(field).value_or(0));
       }
+      if (bson_iter_recurse(&journal, &field) && bson_iter_find(&field, "token")) {
+        state.journal_token = std::string(mongo::AsString(field).value_or(""));
+      }
     }
     return Status::Ok();
   });
@@ -137,18 +185,21 @@ Result<MongoStore::Impl::CheckpointState> MongoStore::Impl::LoadState(mongo::Lea
 
 namespace {
 
-// SerializeJournal cuts `ops` into journal documents of at most about kJournalPartBytes.
+// SerializeJournal cuts `ops` into journal documents of at most about kJournalPartBytes, with
+// _ids unique to the attempt `token` (two writers of one checkpoint never mix their parts).
 std::vector<Bson> SerializeJournal(const std::string& checkpoint, std::int64_t end,
-                                   const std::vector<Op>& ops) {
+                                   const std::string& token, const std::vector<Op>& ops) {
   std::vector<Bson> parts;
   std::size_t i = 0;
   while (i < ops.size()) {
     Bson part;
     Builder b(part);
     auto number = static_cast<std::int32_t>(parts.size());
-    b.Str("_id", checkpoint + "/" + std::to_string(end) + "/" + std::to_string(number))
+    b.Str("_id", checkpoint + "/" + std::to_string(end) + "/" + token + "/" +
+                     std::to_string(number))
         .Str("checkpoint", checkpoint)
         .Int64("end", end)
+        .Str("token", token)
         .Int32("part", number);
     std::size_t bytes = 0;
     b.Array("ops", [&](Builder& list) {
@@ -205,7 +256,7 @@ Result<std::vector<Op>> ParseJournal(const bson_t* part) {
         op.update = Bson::FromIter(field);
       }
     }
-    if (!has_collection || op.kind < Op::kUpdate || op.kind > Op::kDelete) {
+    if (!has_collection || op.kind < Op::kUpdate || op.kind > Op::kInsert) {
       return MakeError(Errc::kCorruption, "journal op without a collection or kind");
     }
     ops.push_back(std::move(op));
@@ -213,16 +264,28 @@ Result<std::vector<Op>> ParseJournal(const bson_t* part) {
   return ops;
 }
 
+// JournalParts selects the parts of the journal `state` names (by token; journals written before
+// tokens existed by their end offset).
+Bson JournalParts(const std::string& id, std::int64_t end, std::int32_t parts,
+                  const std::string& token) {
+  Bson filter;
+  Builder b(filter);
+  b.Str("checkpoint", id);
+  if (!token.empty()) {
+    b.Str("token", token);
+  } else {
+    b.Int64("end", end);
+  }
+  b.Doc("part", [&](Builder& p) { p.Int32("$lt", parts); });
+  return filter;
+}
+
 }  // namespace
 
 Status MongoStore::Impl::Redo(mongo::Lease& lease, const std::string& id,
                               CheckpointState& state) {
   if (!state.journal_end) return Status::Ok();
-  std::int64_t end = *state.journal_end;
-  Bson filter;
-  Builder(filter).Str("checkpoint", id).Int64("end", end).Doc("part", [&](Builder& b) {
-    b.Int32("$lt", state.journal_parts);
-  });
+  Bson filter = JournalParts(id, *state.journal_end, state.journal_parts, state.journal_token);
   Bson opts;
   Builder(opts).Doc("sort", [](Builder& b) { b.Int32("part", 1); });
   std::vector<Op> ops;
@@ -240,7 +303,7 @@ Status MongoStore::Impl::Redo(mongo::Lease& lease, const std::string& id,
                                             " of its " + std::to_string(state.journal_parts) +
                                             " parts");
   }
-  if (Status e = Execute(lease, ops, /*guarded=*/true); !e) return e;
+  if (Status e = Execute(lease, ops); !e) return e;
   return ClearJournal(lease, id, state);
 }
 
@@ -249,9 +312,11 @@ Status MongoStore::Impl::ClearJournal(mongo::Lease& lease, const std::string& id
   if (!state.journal_end) return Status::Ok();
   std::int64_t end = *state.journal_end;
   // The checkpoint first (so a crash now does not apply the journal again), then the
-  // journal documents.
+  // journal documents. Only this journal's mark is cleared: another writer may have committed
+  // a newer one meanwhile.
   Bson clear_filter;
   Builder(clear_filter).Str("_id", id).Int64("journal.end", end);
+  if (!state.journal_token.empty()) Builder(clear_filter).Str("journal.token", state.journal_token);
   Bson clear;
   Builder(clear).Doc("$unset", [](Builder& b) { b.Str("journal", ""); });
   auto coll = Coll(lease, mongo::kCheckpoints);
@@ -262,13 +327,18 @@ Status MongoStore::Impl::ClearJournal(mongo::Lease& lease, const std::string& id
   }
   state.journal_end.reset();
   state.journal_parts = 0;
+  state.journal_token.clear();
+  // This journal's parts and those of attempts that never committed up to here: a journal that
+  // can still commit ends beyond `end` (the checkpoint only moves forward).
   Bson parts_filter;
-  Builder(parts_filter).Str("checkpoint", id);
+  Builder(parts_filter).Str("checkpoint", id).Doc("end", [&](Builder& b) {
+    b.Int64("$lte", end);
+  });
   auto deleted = DeleteMany(lease, mongo::kJournal, parts_filter.get());
   return deleted.status();
 }
 
-Status MongoStore::Impl::Execute(mongo::Lease& lease, const std::vector<Op>& ops, bool guarded) {
+Status MongoStore::Impl::Execute(mongo::Lease& lease, const std::vector<Op>& ops) {
   std::vector<std::string> aggregate_ids;
   for (std::int32_t phase : {0, 1}) {
     // One bulk write per collection, in the order the collections first appear.
@@ -290,7 +360,7 @@ Status MongoStore::Impl::Execute(mongo::Lease& lease, const std::vector<Op>& ops
       }
     }
     for (const auto& [collection, list] : groups) {
-      auto outcome = Bulk(lease, collection.c_str(), list, guarded);
+      auto outcome = Bulk(lease, collection.c_str(), list);
       if (!outcome) return outcome.error();
       if (Crashed("apply:" + collection)) {
         return MakeError(Errc::kInternal, "crash_at: apply:" + collection);
@@ -299,7 +369,6 @@ Status MongoStore::Impl::Execute(mongo::Lease& lease, const std::vector<Op>& ops
   }
   return UpdateAverages(lease, aggregate_ids);
 }
-
 // UpdateAverages sets `average` = sum / count on the given aggregates. Update operators cannot
 // divide (pipeline updates can, but FerretDB 1.x has none), so this reads the new count and sum
 // back and writes their quotient. The filter is the _id alone, the only filter FerretDB's SQLite
@@ -351,72 +420,33 @@ Status MongoStore::Impl::UpdateAverages(mongo::Lease& lease, const std::vector<s
 
 // ---- Apply ----------------------------------------------------------------------------------
 
-Status MongoStore::Impl::Apply(const WriteBatch& batch) {
-  mongo::Lease lease(pool);
-  std::optional<Guard> guard;
-  std::string cp_id;
-  CheckpointState state;
-  if (batch.checkpoint) {
-    const Checkpoint& cp = *batch.checkpoint;
-    if (!ValidConsumerName(cp.consumer) || cp.partition < 0) {
-      return MakeError(Errc::kInvalidArgument, "invalid checkpoint name: " + cp.consumer);
-    }
-    cp_id = CheckpointId(cp);
-    {
-      std::lock_guard lock(checkpoints_mu);
-      auto cached = checkpoints.find(cp_id);
-      if (cached != checkpoints.end()) state = cached->second;
-    }
-    if (!state.exists) {
-      auto loaded = Retry([&] { return LoadState(lease, cp_id); });
-      if (!loaded) return loaded.error();
-      state = *loaded;
-    }
-    if (state.journal_end) {
-      Status s = Retry([&] { return Redo(lease, cp_id, state); });
-      if (!s) return s;
-      std::lock_guard lock(checkpoints_mu);
-      checkpoints[cp_id] = state;
-    }
-    if (state.exists && cp.next_offset <= state.next_offset) return Status::Ok();  // applied
-    guard = Guard{HighWaterField(cp), cp.next_offset};
-  }
+namespace {
 
-  // 1. Raw readings, each once: duplicates within the batch are dropped here, duplicates of
-  // stored readings by the server (E11000).
-  std::unordered_map<std::string_view, std::int64_t> repeated;  // per device, within the batch
-  std::unordered_map<std::string_view, std::int64_t> stored;    // per device, stored before
-  std::unordered_set<std::int64_t> ids;
-  std::vector<Bson> docs;
-  std::vector<const StoredReading*> unique;
-  docs.reserve(batch.readings.size());
-  for (const StoredReading& r : batch.readings) {
-    if (!ids.insert(r.id.value).second) {
-      ++repeated[r.reading.device_id];
-      continue;
-    }
-    docs.push_back(RawDoc(r));
-    unique.push_back(&r);
-  }
-  auto inserted = Retry([&] { return InsertMany(lease, mongo::kRaw, docs); });
-  if (!inserted) return inserted.error();
-  if (Crashed("raw")) return MakeError(Errc::kUnavailable, "crash_at: raw");
-  for (std::uint32_t index : inserted->duplicates) {
-    const StoredReading& r = *unique[index];
-    // At or beyond the checkpoint, a stored reading comes from an attempt at this position that
-    // never committed: it was not counted yet.
-    bool uncounted = batch.checkpoint && (r.id.value >> 40) == batch.checkpoint->partition &&
-                     (r.id.value & kOffsetMask) >= state.next_offset;
-    if (!uncounted) ++stored[r.reading.device_id];
-  }
-  auto count_of = [](const auto& map, std::string_view device) -> std::int64_t {
-    auto it = map.find(device);
-    return it == map.end() ? 0 : it->second;
-  };
+// How many times Apply commits a batch whose checkpoint another writer keeps moving (each time to
+// a position that still lets the batch through) before it answers kUnavailable.
+constexpr int kCommitRounds = 3;
 
-  // 2. The other effects, as ops.
+std::int64_t CountOf(const std::unordered_map<std::string_view, std::int64_t>& counts,
+                     std::string_view device) {
+  auto it = counts.find(device);
+  return it == counts.end() ? 0 : it->second;
+}
+
+// InBatch says whether message `message_id` is at or beyond the stored position `next_offset`
+// of the batch's partition: then only an attempt at this batch can have written it.
+bool InBatch(const Checkpoint* cp, std::int64_t next_offset, std::int64_t message_id) {
+  return cp != nullptr && (message_id >> 40) == cp->partition &&
+         (message_id & kOffsetMask) >= next_offset;
+}
+
+// BuildOps turns the batch's effects other than raw readings and dead letters into ops:
+// increments of devices, aggregates and ingest minutes, alert inserts, replacements and deletes.
+// `next_offset` is the stored position (0 without a checkpoint).
+std::vector<Op> BuildOps(const WriteBatch& batch, const mongo::RawOutcome& raw,
+                         const std::optional<Guard>& guard, std::int64_t next_offset,
+                         const Retention& retention) {
+  const Checkpoint* cp = batch.checkpoint ? &*batch.checkpoint : nullptr;
   std::vector<Op> ops;
-  bool increments = false;
   auto add = [&](const char* collection, Op::Kind kind, std::int32_t phase, bool upsert) -> Op& {
     Op& op = ops.emplace_back();
     op.collection = collection;
@@ -437,9 +467,9 @@ Status MongoStore::Impl::Apply(const WriteBatch& batch) {
     f.readings += u.readings;
     f.latest = &u.latest;
   }
-  for (auto& [device, f] : folds) f.readings -= count_of(repeated, device);
+  for (auto& [device, f] : folds) f.readings -= CountOf(raw.repeated, device);
   std::unordered_map<std::string_view, DeviceFold> from_readings;
-  for (const StoredReading* r : unique) {
+  for (const StoredReading* r : raw.unique) {
     if (folds.contains(r->reading.device_id)) continue;
     DeviceFold& f = from_readings[r->reading.device_id];
     f.first = std::min(f.first, r->reading.ts);
@@ -450,7 +480,7 @@ Status MongoStore::Impl::Apply(const WriteBatch& batch) {
   folds.merge(from_readings);
   for (const auto& [device, f] : folds) {
     if (f.first > f.last) continue;
-    std::int64_t readings = std::max<std::int64_t>(0, f.readings - count_of(stored, device));
+    std::int64_t readings = std::max<std::int64_t>(0, f.readings - CountOf(raw.stored, device));
     Op& op = add(mongo::kDevices, Op::kUpdate, 0, true);
     Builder(op.filter).Str("_id", device);
     op.guard = GuardOf(guard);
@@ -474,7 +504,6 @@ Status MongoStore::Impl::Apply(const WriteBatch& batch) {
     if (guard) {
       Builder(op.update).Doc("$set", [&](Builder& b) { b.Int64(guard->field, guard->end); });
     }
-    increments = true;
   }
 
   for (const AggregateDelta& delta : batch.aggregates) {
@@ -484,7 +513,7 @@ Status MongoStore::Impl::Apply(const WriteBatch& batch) {
     Builder(op.filter).Str("_id", id);
     op.guard = GuardOf(guard);
     std::optional<core::Timestamp> expire_at;
-    for (const auto& [window, keep] : options.retention.aggregates) {
+    for (const auto& [window, keep] : retention.aggregates) {
       if (window == delta.key.window) expire_at = delta.key.window_start + keep;
     }
     Builder(op.update)
@@ -506,7 +535,6 @@ Status MongoStore::Impl::Apply(const WriteBatch& batch) {
         if (guard) b.Int64(guard->field, guard->end);
       });
     }
-    increments = true;
   }
 
   if (batch.ingested > 0 && has_time) {
@@ -519,13 +547,13 @@ Status MongoStore::Impl::Apply(const WriteBatch& batch) {
     if (guard) {
       Builder(op.update).Doc("$set", [&](Builder& b) { b.Int64(guard->field, guard->end); });
     }
-    increments = true;
   }
 
   // Alerts: only the last upsert of an id in the batch matters, and an id deleted by the batch
   // ends deleted (upserts come before deletes). An alert opened by a reading of this batch is
-  // new: it is inserted (one bulk insert, where replacing costs a lookup per alert), and
-  // replaced only if an earlier attempt at this batch stored it already.
+  // new: it is inserted (a duplicate _id means this journal was applied already), which costs
+  // no lookup; others are replaced, guarded by the high-water mark (kept in the alert as
+  // `hw`), so that a late copy of this journal never overwrites a later batch's state.
   std::unordered_set<std::int64_t> deleted(batch.alert_deletes.begin(), batch.alert_deletes.end());
   std::unordered_map<std::int64_t, const core::Alert*> last;
   std::vector<std::int64_t> order;
@@ -538,135 +566,270 @@ Status MongoStore::Impl::Apply(const WriteBatch& batch) {
       it->second = &alert;
     }
   }
-  auto opened_in_batch = [&](std::int64_t alert_id) {
-    if (!batch.checkpoint) return false;
-    std::int64_t message = alert_id >> 6;
-    return (message >> 40) == batch.checkpoint->partition &&
-           (message & kOffsetMask) >= state.next_offset;
-  };
-  std::vector<Bson> fresh;
-  std::vector<const core::Alert*> fresh_alerts;
   for (std::int64_t id : order) {
-    if (opened_in_batch(id)) {
-      fresh.push_back(AlertDoc(*last[id]));
-      fresh_alerts.push_back(last[id]);
+    if (InBatch(cp, next_offset, id >> 6)) {  // an alert id is (message id << 6) | sensor
+      Op& op = add(mongo::kAlerts, Op::kInsert, 0, false);
+      op.update = AlertDoc(*last[id]);
       continue;
     }
     Op& op = add(mongo::kAlerts, Op::kReplace, 0, true);
     Builder(op.filter).Str("_id", PaddedId(id));
+    op.guard = GuardOf(guard);
     op.update = AlertDoc(*last[id]);
-  }
-  if (!fresh.empty()) {
-    auto stored_fresh = Retry([&] { return InsertMany(lease, mongo::kAlerts, fresh); });
-    if (!stored_fresh) return stored_fresh.error();
-    for (std::uint32_t index : stored_fresh->duplicates) {
-      Op& op = add(mongo::kAlerts, Op::kReplace, 0, true);
-      Builder(op.filter).Str("_id", PaddedId(fresh_alerts[index]->id));
-      op.update = AlertDoc(*fresh_alerts[index]);
+    if (guard) {
+      Builder(op.update).Doc("hw", [&](Builder& b) { b.Int64(guard->name, guard->end); });
     }
   }
   for (std::int64_t id : batch.alert_deletes) {
     Op& op = add(mongo::kAlerts, Op::kDelete, 1, false);
     Builder(op.filter).Str("_id", PaddedId(id));
   }
+  return ops;
+}
 
-  if (!batch.checkpoint) return Retry([&] { return Execute(lease, ops, false); });
+}  // namespace
 
-  // 3. Commit. Increments need the journal; replacements and deletes can simply be applied
-  // before the checkpoint moves (doing them twice after a crash changes nothing).
-  const std::int64_t end = batch.checkpoint->next_offset;
-  std::vector<Bson> parts;
-  if (increments) {
-    parts = SerializeJournal(cp_id, end, ops);
-    Bson stale;
-    Builder(stale).Str("checkpoint", cp_id);
-    auto cleared = Retry([&] { return DeleteMany(lease, mongo::kJournal, stale.get()); });
-    if (!cleared) return cleared.error();
-    auto written = Retry([&] { return InsertMany(lease, mongo::kJournal, parts); });
-    if (!written) return written.error();
-  } else if (Status s = Retry([&] { return Execute(lease, ops, false); }); !s) {
-    return s;
-  }
-
-  Status committed = Retry([&]() -> Status {
-    auto coll = Coll(lease, mongo::kCheckpoints);
-    Bson filter, update;
-    Builder f(filter);
-    f.Str("_id", cp_id);
-    if (state.exists) f.Int64("next_offset", state.next_offset);
-    Builder u(update);
-    u.Doc("$set", [&](Builder& b) {
-      b.Str("consumer", batch.checkpoint->consumer)
-          .Int32("partition", batch.checkpoint->partition)
-          .Int64("next_offset", end);
-      if (increments) {
-        b.Doc("journal", [&](Builder& j) {
-          j.Int64("end", end).Int32("parts", static_cast<std::int32_t>(parts.size()));
-        });
-      }
-    });
-    Bson opts;
-    Builder(opts).Bool("upsert", !state.exists);
-    mongo::Reply reply;
-    bson_error_t error;
-    if (!mongoc_collection_update_one(coll.get(), filter.get(), update.get(), opts.get(),
-                                      reply.out(), &error)) {
-      if (error.code == mongo::kDuplicateKey) {
-        return MakeError(Errc::kAlreadyExists, "the checkpoint " + cp_id + " moved");
-      }
-      return mongo::ClassifyError(error, "committing the checkpoint " + cp_id);
+Result<mongo::RawOutcome> MongoStore::Impl::InsertRaw(mongo::Lease& lease,
+                                                      const WriteBatch& batch,
+                                                      std::int64_t next_offset) {
+  // Each id once: duplicates within the batch are dropped here, duplicates of stored readings by
+  // the server (E11000).
+  mongo::RawOutcome out;
+  std::unordered_set<std::int64_t> ids;
+  std::vector<Bson> docs;
+  docs.reserve(batch.readings.size());
+  for (const StoredReading& r : batch.readings) {
+    if (!ids.insert(r.id.value).second) {
+      ++out.repeated[r.reading.device_id];
+      continue;
     }
-    bson_iter_t it;
-    std::int64_t matched = 0, upserted = 0;
-    if (mongo::Find(reply.get(), "matchedCount", &it)) matched = mongo::AsInt64(it).value_or(0);
-    if (mongo::Find(reply.get(), "upsertedCount", &it)) upserted = mongo::AsInt64(it).value_or(0);
-    if (matched + upserted == 0) {
+    docs.push_back(RawDoc(r));
+    out.unique.push_back(&r);
+  }
+  auto inserted = Retry([&] { return InsertMany(lease, mongo::kRaw, docs); });
+  if (!inserted) return inserted.error();
+  const Checkpoint* cp = batch.checkpoint ? &*batch.checkpoint : nullptr;
+  for (std::uint32_t index : inserted->duplicates) {
+    const StoredReading& r = *out.unique[index];
+    // At or beyond the checkpoint, a stored reading comes from an attempt at this position that
+    // never committed (this writer's or another's): it was not counted yet.
+    if (!InBatch(cp, next_offset, r.id.value)) ++out.stored[r.reading.device_id];
+  }
+  return out;
+}
+
+Status MongoStore::Impl::InsertDeadLetters(mongo::Lease& lease, const WriteBatch& batch) {
+  if (batch.dead_letters.empty()) return Status::Ok();
+  std::vector<Bson> docs;
+  docs.reserve(batch.dead_letters.size());
+  for (const DeadLetter& dl : batch.dead_letters) {
+    if (!ValidConsumerName(dl.consumer) || dl.partition < 0) {
+      return MakeError(Errc::kInvalidArgument, "invalid dead letter consumer: " + dl.consumer);
+    }
+    docs.push_back(DeadLetterDoc(dl));
+  }
+  // A duplicate _id (E11000) is a dead letter stored already: the first copy stays.
+  return Retry([&] { return InsertMany(lease, mongo::kDeadLetters, docs); }).status();
+}
+
+Status MongoStore::Impl::CommitCheckpoint(mongo::Lease& lease, const Checkpoint& cp,
+                                          const std::string& cp_id, const CheckpointState& state,
+                                          std::int32_t parts, const std::string& token) {
+  auto coll = Coll(lease, mongo::kCheckpoints);
+  Bson filter, update;
+  Builder f(filter);
+  f.Str("_id", cp_id);
+  if (state.exists) {
+    f.Int64("next_offset", state.next_offset);
+  } else {
+    // The first commit creates the document; one that another writer created meanwhile is not
+    // matched, so the upsert tries to insert a second one and fails with E11000.
+    f.Doc("next_offset", [](Builder& b) { b.Bool("$exists", false); });
+  }
+  Builder u(update);
+  u.Doc("$set", [&](Builder& b) {
+    b.Str("consumer", cp.consumer).Int32("partition", cp.partition).Int64("next_offset",
+                                                                          cp.next_offset);
+    if (parts > 0) {
+      b.Doc("journal", [&](Builder& j) {
+        j.Int64("end", cp.next_offset).Int32("parts", parts).Str("token", token);
+      });
+    }
+  });
+  Bson opts;
+  Builder(opts).Bool("upsert", !state.exists);
+  mongo::Reply reply;
+  bson_error_t error;
+  if (!mongoc_collection_update_one(coll.get(), filter.get(), update.get(), opts.get(),
+                                    reply.out(), &error)) {
+    if (error.code == mongo::kDuplicateKey) {
       return MakeError(Errc::kAlreadyExists, "the checkpoint " + cp_id + " moved");
     }
-    return Status::Ok();
-  });
-  if (!committed) {
-    // Another writer moved the checkpoint, or the commit's reply was lost: read it again next
-    // time, and let the worker retry (the batch is then skipped or applied, as the state says).
-    std::lock_guard lock(checkpoints_mu);
-    checkpoints.erase(cp_id);
-    if (committed.error().code == Errc::kAlreadyExists) {
-      return MakeError(Errc::kUnavailable, committed.error().message);
-    }
-    return committed;
+    return mongo::ClassifyError(error, "committing the checkpoint " + cp_id);
   }
-  state.exists = true;
-  state.next_offset = end;
-  if (increments) {
-    state.journal_end = end;
-    state.journal_parts = static_cast<std::int32_t>(parts.size());
+  bson_iter_t it;
+  std::int64_t matched = 0, upserted = 0;
+  if (mongo::Find(reply.get(), "matchedCount", &it)) matched = mongo::AsInt64(it).value_or(0);
+  if (mongo::Find(reply.get(), "upsertedCount", &it)) upserted = mongo::AsInt64(it).value_or(0);
+  if (matched + upserted == 0) {
+    return MakeError(Errc::kAlreadyExists, "the checkpoint " + cp_id + " moved");
   }
-  {
+  return Status::Ok();
+}
+
+Result<bool> MongoStore::Impl::ApplyAt(mongo::Lease& lease, const WriteBatch& batch,
+                                       const std::string& cp_id, CheckpointState& state) {
+  const Checkpoint& cp = *batch.checkpoint;
+  const std::int64_t end = cp.next_offset;
+  auto remember = [&] {
     std::lock_guard lock(checkpoints_mu);
     checkpoints[cp_id] = state;
+  };
+  auto forget = [&] {
+    std::lock_guard lock(checkpoints_mu);
+    checkpoints.erase(cp_id);
+  };
+
+  // 1. Before the commit point only what is idempotent and harmless to a writer that loses the
+  // race below: raw readings and dead letters, keyed by their bus position.
+  auto raw = InsertRaw(lease, batch, state.next_offset);
+  if (!raw) return raw.error();
+  if (Crashed("raw")) return MakeError(Errc::kUnavailable, "crash_at: raw");
+  if (Status s = InsertDeadLetters(lease, batch); !s) return s.error();
+  if (Crashed("dead_letters")) return MakeError(Errc::kUnavailable, "crash_at: dead_letters");
+
+  // 2. The other effects, as ops guarded by the high-water mark of this (consumer, partition).
+  const std::string name = HighWaterName(cp);
+  std::vector<Op> ops =
+      BuildOps(batch, *raw, Guard{name, "hw." + name, end}, state.next_offset, options.retention);
+
+  // 3. Commit: the journal of the ops, then the checkpoint moved to `end` together with the
+  // journal's mark, conditionally on the position the fence was decided at.
+  std::string token;
+  std::vector<Bson> parts;
+  if (!ops.empty()) {
+    token = instance_id + "-" + std::to_string(attempts.fetch_add(1));
+    parts = SerializeJournal(cp_id, end, token, ops);
+    auto written = Retry([&] { return InsertMany(lease, mongo::kJournal, parts); });
+    if (!written) return written.error();
   }
-  if (!increments) return Status::Ok();
+  const auto part_count = static_cast<std::int32_t>(parts.size());
+  Status committed =
+      Retry([&] { return CommitCheckpoint(lease, cp, cp_id, state, part_count, token); });
+  if (!committed) {
+    if (committed.error().code != Errc::kAlreadyExists) {
+      forget();  // the commit may or may not have happened: read the state next time
+      return committed.error();
+    }
+    // The checkpoint moved: another writer committed, or this commit did and its reply was lost
+    // (the retry then finds the position moved). The journal's token tells them apart.
+    auto reloaded = Retry([&] { return LoadState(lease, cp_id); });
+    if (!reloaded) {
+      forget();
+      return reloaded.error();
+    }
+    const bool ours = !token.empty() && reloaded->journal_token == token;
+    state = *reloaded;
+    remember();
+    if (!ours) {
+      if (!token.empty()) {
+        // This attempt's journal will never be applied: remove it now rather than at the next
+        // ClearJournal beyond its end.
+        Bson orphan;
+        Builder(orphan).Str("checkpoint", cp_id).Str("token", token);
+        auto deleted = DeleteMany(lease, mongo::kJournal, orphan.get());
+        if (!deleted) {
+          spdlog::warn("mongo store: leaving an unused journal of {} for later: {}", cp_id,
+                       deleted.error().message);
+        }
+      }
+      return false;
+    }
+  } else {
+    state.exists = true;
+    state.next_offset = end;
+    if (!ops.empty()) {
+      state.journal_end = end;
+      state.journal_parts = part_count;
+      state.journal_token = token;
+    }
+    remember();
+  }
+  if (ops.empty()) return true;
   if (Crashed("commit")) return MakeError(Errc::kUnavailable, "crash_at: commit");
 
-  // 4. Apply the journal, then clear it. A failure leaves the journal for the next call. The
-  // first attempt needs no guards (nothing of a journal committed just now can have been
-  // applied), which keeps every filter a plain _id; a retry after a partial failure does.
-  bool first_attempt = true;
-  Status s = Retry([&] {
-    bool guarded = !first_attempt;
-    first_attempt = false;
-    return Execute(lease, ops, guarded);
-  });
+  // 4. Apply the journal, then clear it. A failure leaves the journal for the next call. Every op
+  // is guarded, also on this first attempt: after a rebalance the partition's new owner may
+  // find this journal pending and apply it at the same time (Redo in LoadCheckpoint), and an
+  // unguarded increment of ours landing after its guarded one would count twice.
+  Status s = Retry([&] { return Execute(lease, ops); });
   if (s && Crashed("applied")) return MakeError(Errc::kUnavailable, "crash_at: applied");
   if (s) s = Retry([&] { return ClearJournal(lease, cp_id, state); });
-  std::lock_guard lock(checkpoints_mu);
-  checkpoints[cp_id] = state;
-  return s;
+  remember();
+  if (!s) return s.error();
+  return true;
+}
+
+Status MongoStore::Impl::Apply(const WriteBatch& batch) {
+  mongo::Lease lease(pool);
+  if (!batch.checkpoint) {
+    // No position to fence or journal: applied as it comes (tests and tools), each op once
+    // unless a failure makes the caller try again.
+    auto raw = InsertRaw(lease, batch, 0);
+    if (!raw) return raw.error();
+    if (Crashed("raw")) return MakeError(Errc::kUnavailable, "crash_at: raw");
+    if (Status s = InsertDeadLetters(lease, batch); !s) return s;
+    std::vector<Op> ops = BuildOps(batch, *raw, std::nullopt, 0, options.retention);
+    return Retry([&] { return Execute(lease, ops); });
+  }
+  const Checkpoint& cp = *batch.checkpoint;
+  if (!ValidConsumerName(cp.consumer) || cp.partition < 0) {
+    return MakeError(Errc::kInvalidArgument, "invalid checkpoint name: " + cp.consumer);
+  }
+  const std::string cp_id = CheckpointId(cp);
+  CheckpointState state;
+  {
+    std::lock_guard lock(checkpoints_mu);
+    auto cached = checkpoints.find(cp_id);
+    if (cached != checkpoints.end()) state = cached->second;
+  }
+  if (!state.exists) {
+    auto loaded = Retry([&] { return LoadState(lease, cp_id); });
+    if (!loaded) return loaded.error();
+    state = *loaded;
+  }
+  // The cached state may be stale (another writer moved the checkpoint): the commit in ApplyAt
+  // compares it with the stored one and, when they differ, this decides again on what it read.
+  for (int round = 1;; ++round) {
+    if (state.journal_end) {
+      Status s = Retry([&] { return Redo(lease, cp_id, state); });
+      if (!s) return s;
+      std::lock_guard lock(checkpoints_mu);
+      checkpoints[cp_id] = state;
+    }
+    const auto stored = state.exists ? std::optional<std::int64_t>(state.next_offset)
+                                     : std::nullopt;
+    switch (DecideFence(cp, stored)) {
+      case Fence::kSkip:
+        return Status::Ok();  // applied already
+      case Fence::kAbort:
+        return FenceError(cp, *stored);
+      case Fence::kApply:
+        break;
+    }
+    auto committed = ApplyAt(lease, batch, cp_id, state);
+    if (!committed) return committed.error();
+    if (*committed) return Status::Ok();
+    if (round == kCommitRounds) {
+      return MakeError(Errc::kUnavailable, "the checkpoint " + cp_id +
+                                               " kept moving under this batch; try again");
+    }
+  }
 }
 
 Result<std::optional<std::int64_t>> MongoStore::Impl::LoadCheckpoint(const std::string& consumer,
                                                                      std::int32_t partition) {
-  Checkpoint cp{consumer, partition, 0};
+  Checkpoint cp{consumer, partition, 0, 0};
   std::string id = CheckpointId(cp);
   mongo::Lease lease(pool);
   auto loaded = Retry([&] { return LoadState(lease, id); });

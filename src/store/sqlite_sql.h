@@ -6,8 +6,9 @@
 
 namespace iot::store::sql {
 
-// kSchemaVersion is `PRAGMA user_version` of a database created by this code.
-inline constexpr int kSchemaVersion = 1;
+// kSchemaVersion is `PRAGMA user_version` of a database created by this code: kSchema then
+// kDeadLetterSchema. Version 1 was kSchema alone; Open upgrades it by running kDeadLetterSchema.
+inline constexpr int kSchemaVersion = 2;
 
 // ---- schema -------------------------------------------------------------------------------
 
@@ -31,6 +32,8 @@ inline constexpr int kSchemaVersion = 1;
 // existing row changes no indexed column).
 //
 // totals: one row of counters maintained by Apply, so GetStats never counts rows.
+//
+// dead_letters: see kDeadLetterSchema.
 inline constexpr const char* kSchema = R"sql(
 CREATE TABLE devices(
   device_key INTEGER PRIMARY KEY,
@@ -116,7 +119,28 @@ CREATE TABLE totals(
   span_mask INTEGER NOT NULL,
   first_minute INTEGER);
 INSERT INTO totals VALUES(1, 0, 0, 0, 0, 0, 0, NULL);
-PRAGMA user_version = 1;
+)sql";
+
+// dead_letters: bus records the workers gave up on, written in the transaction of the batch whose
+// checkpoint moves past them, unique per (consumer, topic, partition, offset): storing one twice
+// keeps the first. `key` and `payload` are BLOBs (the record's bytes, unchanged). Listed newest
+// first by (failed_at, id); both indexes end with the rowid `id` implicitly. Never expired.
+inline constexpr const char* kDeadLetterSchema = R"sql(
+CREATE TABLE dead_letters(
+  id INTEGER PRIMARY KEY,
+  consumer TEXT NOT NULL,
+  topic TEXT NOT NULL,
+  partition_id INTEGER NOT NULL,
+  record_offset INTEGER NOT NULL,
+  key BLOB NOT NULL,
+  payload BLOB NOT NULL,
+  reason TEXT NOT NULL,
+  attempts INTEGER NOT NULL,
+  failed_at INTEGER NOT NULL,
+  UNIQUE(consumer, topic, partition_id, record_offset));
+CREATE INDEX dead_letters_by_time ON dead_letters(failed_at);
+CREATE INDEX dead_letters_by_consumer ON dead_letters(consumer, failed_at);
+PRAGMA user_version = 2;
 )sql";
 
 // ---- statements (static storage: the statement caches are keyed by address) ----------------
@@ -189,6 +213,10 @@ inline constexpr const char* kUpsertAlert =
     "updated_at = excluded.updated_at, resolved_at = excluded.resolved_at, "
     "count = excluded.count";
 inline constexpr const char* kDeleteAlert = "DELETE FROM alerts WHERE id = ?1";
+
+inline constexpr const char* kInsertDeadLetter =
+    "INSERT INTO dead_letters(consumer, topic, partition_id, record_offset, key, payload, reason, "
+    "attempts, failed_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING";
 
 inline constexpr const char* kAddIngest =
     "INSERT INTO ingest_minutes(minute, readings) VALUES(?1, ?2) "
@@ -298,6 +326,21 @@ inline constexpr const char* kOpenAlerts =
     IOT_ALERT_COLUMNS "INDEXED BY alerts_by_status WHERE status IN (0, 1) ORDER BY id";
 #undef IOT_ALERT_COLUMNS
 #undef IOT_ALERT_AFTER
+
+// Dead letters: ?1 consumer, failed_at in [?2, ?3], strictly after the cursor (?4 failed_at,
+// ?5 id) in descending order, ?6 rows.
+#define IOT_DEAD_LETTER_COLUMNS                                                             \
+  "SELECT id, consumer, topic, partition_id, record_offset, key, payload, reason, attempts, " \
+  "failed_at FROM dead_letters "
+#define IOT_DEAD_LETTER_AFTER                                                  \
+  " failed_at >= ?2 AND failed_at <= ?3 AND (failed_at, id) < (?4, ?5)" \
+  " ORDER BY failed_at DESC, id DESC LIMIT ?6"
+inline constexpr const char* kDeadLetters =
+    IOT_DEAD_LETTER_COLUMNS "INDEXED BY dead_letters_by_time WHERE" IOT_DEAD_LETTER_AFTER;
+inline constexpr const char* kDeadLettersOfConsumer = IOT_DEAD_LETTER_COLUMNS
+    "INDEXED BY dead_letters_by_consumer WHERE consumer = ?1 AND" IOT_DEAD_LETTER_AFTER;
+#undef IOT_DEAD_LETTER_COLUMNS
+#undef IOT_DEAD_LETTER_AFTER
 
 #define IOT_DEVICE_COLUMNS \
   "SELECT device_id, first_seen, last_seen, readings, latest_ts, latest FROM devices "

@@ -90,6 +90,10 @@ Status CreateOrCheckSchema(Connection& conn) {
   }
   if (version == 0) {
     if (Status s = conn.Exec(sql::kSchema); !s) return s;
+    if (Status s = conn.Exec(sql::kDeadLetterSchema); !s) return s;
+  } else if (version == 1) {
+    // Version 1 had no dead letters; everything else is unchanged.
+    if (Status s = conn.Exec(sql::kDeadLetterSchema); !s) return s;
   } else if (version != sql::kSchemaVersion) {
     return MakeError(Errc::kCorruption, "store: unknown schema version " + std::to_string(version));
   }
@@ -178,6 +182,10 @@ Result<std::optional<Device>> SqliteStore::FindDevice(const std::string& device_
 Result<std::vector<Device>> SqliteStore::Devices(const DeviceQuery& q) { return impl_->Devices(q); }
 
 Result<Stats> SqliteStore::GetStats(core::Timestamp now) { return impl_->GetStats(now); }
+
+Result<Page<DeadLetter>> SqliteStore::DeadLetters(const DeadLetterQuery& q) {
+  return impl_->DeadLetters(q);
+}
 
 Result<std::int64_t> SqliteStore::Expire(core::Timestamp now) { return impl_->Expire(now); }
 

@@ -36,6 +36,12 @@
 //     aggregate or an alert is not listed), `alerts` counts alerts that fired (active or
 //     resolved, not pending), `ingest_rate_per_s` averages the last complete minutes (at most
 //     5, none before the first minute with an ingest count).
+//   - Checkpoint fencing (store.h) is decided inside the Apply's transaction, on the stored
+//     checkpoint itself: an aborted batch writes nothing.
+//   - Dead letters are written in the Apply's transaction (so with its checkpoint), once per
+//     (consumer, topic, partition, offset): a second copy is ignored, the first kept. Key and
+//     payload are kept byte for byte. Listed by (failed_at desc, id desc), the cursor's id being
+//     the row id. Expire never deletes them.
 //   - Readers see whole Applies only (snapshot isolation).
 //   - Retention (`options.retention`, applied by Expire): a raw reading with ts < now - raw is
 //     deleted, exactly, also from a chunk that holds newer readings (the chunk is re-encoded
@@ -110,6 +116,7 @@ class SqliteStore final : public Store {
   Result<std::optional<Device>> FindDevice(const std::string& device_id) override;
   Result<std::vector<Device>> Devices(const DeviceQuery& q) override;
   Result<Stats> GetStats(core::Timestamp now) override;
+  Result<Page<DeadLetter>> DeadLetters(const DeadLetterQuery& q) override;
   // Expire applies `options.retention` (see the guarantees above); it may take the writer several
   // times, briefly each.
   Result<std::int64_t> Expire(core::Timestamp now) override;

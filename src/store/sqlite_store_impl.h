@@ -225,6 +225,7 @@ struct SqliteStore::Impl {
   Status WriteAggregates(const WriteBatch& batch, TotalsDelta& totals);
   Result<std::optional<std::int64_t>> StoredAlertStatus(std::int64_t id);
   Status WriteAlerts(const WriteBatch& batch, TotalsDelta& totals);
+  Status WriteDeadLetters(const WriteBatch& batch);
   Status WriteIngest(const WriteBatch& batch, TotalsDelta& totals);
   Status WriteTotals(const TotalsDelta& t);
 
@@ -257,6 +258,7 @@ struct SqliteStore::Impl {
   Result<std::optional<Device>> FindDevice(const std::string& device_id);
   Result<std::vector<Device>> Devices(const DeviceQuery& query);
   Result<Stats> GetStats(core::Timestamp now);
+  Result<Page<DeadLetter>> DeadLetters(const DeadLetterQuery& query);
 };
 
 }  // namespace iot::store

@@ -427,6 +427,47 @@ Result<Page<core::Alert>> SqliteStore::Impl::Alerts(const AlertQuery& query) {
   return page;
 }
 
+Result<Page<DeadLetter>> SqliteStore::Impl::DeadLetters(const DeadLetterQuery& query) {
+  Page<DeadLetter> page;
+  Bounds b = BoundsOf(query.range, query.after);
+  if (query.limit == 0 || b.lo > b.hi) return page;
+  auto lease = Acquire();
+  auto q = (*lease)->conn->Prepare(query.consumer ? sql::kDeadLettersOfConsumer
+                                                  : sql::kDeadLetters);
+  if (!q) return q.error();
+  if (query.consumer) q->Bind(1, *query.consumer);
+  q->Bind(2, b.lo).Bind(3, b.hi);
+  if (query.after) {
+    q->Bind(4, query.after->ts_us).Bind(5, query.after->id);
+  } else {
+    q->Bind(4, kMaxI64).Bind(5, kMaxI64);
+  }
+  q->Bind(6, SaturatingAdd(ToInt64(query.limit), 1));
+  std::int64_t last_id = 0;
+  while (true) {
+    auto row = q->Step();
+    if (!row) return row.error();
+    if (!*row) break;
+    if (page.items.size() == query.limit) {
+      page.next = Cursor{core::ToUnixMicros(page.items.back().failed_at), last_id, {}};
+      break;
+    }
+    DeadLetter dl;
+    last_id = q->Int(0);
+    dl.consumer = std::string(q->Text(1));
+    dl.topic = std::string(q->Text(2));
+    dl.partition = static_cast<std::int32_t>(q->Int(3));
+    dl.offset = q->Int(4);
+    dl.key = std::string(q->Blob(5));
+    dl.payload = std::string(q->Blob(6));
+    dl.reason = std::string(q->Text(7));
+    dl.attempts = static_cast<std::int32_t>(q->Int(8));
+    dl.failed_at = core::FromUnixMicros(q->Int(9));
+    page.items.push_back(std::move(dl));
+  }
+  return page;
+}
+
 Result<std::vector<core::Alert>> SqliteStore::Impl::OpenAlerts() {
   auto lease = Acquire();
   auto q = (*lease)->conn->Prepare(sql::kOpenAlerts);

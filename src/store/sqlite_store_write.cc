@@ -1,9 +1,10 @@
 // sqlite_store_write.cc: SqliteStore::Apply and Expire, the writer (see sqlite_store_impl.h).
 //
-// One Apply is one IMMEDIATE transaction on the writer connection: check the checkpoint, write
-// the raw chunks (after dropping duplicate ids), fold the devices, merge the aggregates, write
-// the alerts, the ingest count, the totals and the checkpoint, commit. Any failure rolls it all
-// back and resets the writer's caches to what the database holds.
+// One Apply is one IMMEDIATE transaction on the writer connection: check the checkpoint (skip
+// or abort the batch, see checkpoint_fence.h), write the raw chunks (after dropping duplicate
+// ids), the dead letters, fold the devices, merge the aggregates, write the alerts, the ingest
+// count, the totals and the checkpoint, commit. Any failure rolls it all back and resets the
+// writer's caches to what the database holds.
 //
 // Expire (retention) also writes on the writer connection, in short transactions of its own:
 // it deletes the raw chunks wholly older than the cutoff, re-encodes those that straddle it,
@@ -13,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "store/checkpoint_fence.h"
 #include "store/raw_chunk.h"
 #include "store/sqlite_sql.h"
 #include "store/sqlite_store_impl.h"
@@ -43,6 +45,8 @@ Status SqliteStore::Impl::Apply(const WriteBatch& batch) {
     write_failing.store(false);
     return s;
   }
+  // A fenced batch is refused before anything is written: the caches are still right.
+  if (s.error().code == Errc::kAborted) return s;
   // The transaction was rolled back: keys created in it no longer exist.
   ClearWriterCaches();
   if (!LoadRecentIndexRows().ok()) recent_index_rows = kRecentIndexRows;  // merge soon: harmless
@@ -418,6 +422,24 @@ Status SqliteStore::Impl::WriteAlerts(const WriteBatch& batch, TotalsDelta& tota
   return Status::Ok();
 }
 
+Status SqliteStore::Impl::WriteDeadLetters(const WriteBatch& batch) {
+  for (const DeadLetter& dl : batch.dead_letters) {
+    auto q = writer->Prepare(sql::kInsertDeadLetter);
+    if (!q) return q.error();
+    q->Bind(1, dl.consumer)
+        .Bind(2, dl.topic)
+        .Bind(3, std::int64_t{dl.partition})
+        .Bind(4, dl.offset)
+        .BindBlob(5, dl.key)
+        .BindBlob(6, dl.payload)
+        .Bind(7, dl.reason)
+        .Bind(8, std::int64_t{dl.attempts})
+        .Bind(9, core::ToUnixMicros(dl.failed_at));
+    if (Status s = q->Run(); !s) return s;  // a duplicate is ignored (ON CONFLICT DO NOTHING)
+  }
+  return Status::Ok();
+}
+
 Status SqliteStore::Impl::WriteIngest(const WriteBatch& batch, TotalsDelta& totals) {
   if (batch.ingested <= 0) return Status::Ok();
   std::int64_t minute = FloorDiv(core::ToUnixMicros(batch.processed_at), kMicrosPerMinute);
@@ -461,7 +483,16 @@ Status SqliteStore::Impl::ApplyLocked(const WriteBatch& batch) {
     q->Bind(1, batch.checkpoint->consumer).Bind(2, std::int64_t{batch.checkpoint->partition});
     auto row = q->Step();
     if (!row) return row.error();
-    if (*row && batch.checkpoint->next_offset <= q->Int(0)) return Status::Ok();  // applied
+    const std::optional<std::int64_t> stored =
+        *row ? std::optional<std::int64_t>(q->Int(0)) : std::nullopt;
+    switch (DecideFence(*batch.checkpoint, stored)) {
+      case Fence::kSkip:
+        return Status::Ok();  // applied already
+      case Fence::kAbort:
+        return FenceError(*batch.checkpoint, *stored);
+      case Fence::kApply:
+        break;
+    }
   }
 
   TotalsDelta totals;
@@ -479,6 +510,7 @@ Status SqliteStore::Impl::ApplyLocked(const WriteBatch& batch) {
     }
   }
   if (Status s = WriteReadings(batch, folds, totals); !s) return s;
+  if (Status s = WriteDeadLetters(batch); !s) return s;
   if (Status s = FoldDevices(folds, totals); !s) return s;
   if (Status s = WriteAggregates(batch, totals); !s) return s;
   if (Status s = WriteAlerts(batch, totals); !s) return s;

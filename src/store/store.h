@@ -43,10 +43,31 @@ struct Aggregate {
 };
 
 // Checkpoint is a worker's position on the bus: everything before `next_offset` is applied.
+//
+// `from_offset` is where the batch starts: the position the worker had when it polled the batch
+// (its previous checkpoint, or where it was assigned the partition). It fences a worker that lost
+// its partition to another (a Kafka rebalance while it was applying): see Store::Apply.
 struct Checkpoint {
   std::string consumer;  // "aggregator" or "alerts"
   std::int32_t partition = 0;
   std::int64_t next_offset = 0;
+  std::int64_t from_offset = 0;
+};
+
+// DeadLetter is a bus record that could not be processed (undecodable, invalid, or refused by the
+// store every time it was tried). Kept in the store for GET /dlq, atomically with the checkpoint
+// that moves past the record, and also published to DLQ_TOPIC when the bus is Kafka.
+struct DeadLetter {
+  std::string consumer;        // the worker that gave up on it: "aggregator" or "alerts"
+  std::string topic;           // the source topic (TELEMETRY_TOPIC; "embedded" for the embedded bus)
+  std::int32_t partition = 0;  // the source partition and offset; (consumer, topic, partition,
+  std::int64_t offset = 0;     // offset) is unique: storing the same dead letter twice keeps one
+  std::string key;             // the record's key (the device id when ingest produced it)
+  std::string payload;         // the record's bytes, unchanged (may be binary or invalid UTF-8)
+  std::string reason;          // why it failed, for people: "undecodable: ..." / "store: ..."
+  std::int32_t attempts = 0;   // how many times it was tried
+  core::Timestamp failed_at{}; // when it was given up
+  friend bool operator==(const DeadLetter&, const DeadLetter&) = default;
 };
 
 // DeviceUpdate folds a worker's readings of one device into the devices table.
@@ -65,6 +86,7 @@ struct WriteBatch {
   std::vector<AggregateDelta> aggregates;
   std::vector<core::Alert> alert_upserts;
   std::vector<std::int64_t> alert_deletes;
+  std::vector<DeadLetter> dead_letters;
   // ingested counts readings per minute of processing time, for the ingest rate in /stats.
   std::int64_t ingested = 0;
   core::Timestamp processed_at{};
@@ -114,6 +136,13 @@ struct AlertQuery {
   std::optional<Cursor> after;
 };
 
+struct DeadLetterQuery {
+  std::optional<std::string> consumer;
+  TimeRange range;                 // on failed_at
+  std::size_t limit = 100;
+  std::optional<Cursor> after;     // ts_us = failed_at; id/key: an implementation-defined tiebreak
+};
+
 struct Device {
   std::string device_id;
   core::Timestamp first_seen{};
@@ -153,10 +182,16 @@ class Store {
  public:
   virtual ~Store() = default;
 
-  // Apply writes `batch` atomically with its checkpoint. A batch whose checkpoint is not beyond
-  // the stored one for its (consumer, partition) is skipped (Ok). Raw readings are idempotent on
-  // their MessageId (a duplicate is neither stored nor counted in Device::readings). Alert
-  // upserts are applied before alert deletes. kUnavailable means: retry later.
+  // Apply writes `batch` atomically with its checkpoint. With S the stored next offset of the
+  // checkpoint's (consumer, partition):
+  //   - next_offset <= S: the batch was applied already; skipped (Ok).
+  //   - from_offset <  S < next_offset: another worker applied part of this range (it owns the
+  //     partition now, or owned it): nothing is written, kAborted; the caller reloads the
+  //     checkpoint and polls again from there.
+  //   - otherwise (from_offset >= S, or no checkpoint stored yet) the batch is applied.
+  // Raw readings are idempotent on their MessageId (a duplicate is neither stored nor counted in
+  // Device::readings). Alert upserts are applied before alert deletes. Dead letters are
+  // idempotent on (consumer, topic, partition, offset). kUnavailable means: retry later.
   virtual Status Apply(const WriteBatch& batch) = 0;
 
   // LoadCheckpoint returns the next offset to consume, or nullopt when the consumer never ran.
@@ -172,6 +207,8 @@ class Store {
   virtual Result<std::optional<Device>> FindDevice(const std::string& device_id) = 0;
   virtual Result<std::vector<Device>> Devices(const DeviceQuery& q) = 0;
   virtual Result<Stats> GetStats(core::Timestamp now) = 0;
+  // DeadLetters lists dead letters newest first (failed_at, then a tiebreak), for GET /dlq.
+  virtual Result<Page<DeadLetter>> DeadLetters(const DeadLetterQuery& q) = 0;
 
   // Expire deletes what the store's Retention (an option of each implementation) no longer keeps:
   // raw readings with ts < now - raw, aggregates whose window start < now - their window's time.

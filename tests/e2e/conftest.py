@@ -310,3 +310,24 @@ def iotd(data_dir):
     server = Iotd(data_dir).start()
     yield server
     server.stop()
+
+
+# --- Kafka (BUS=kafka) ---------------------------------------------------------------------------
+# The broker harness lives in kafka_broker.py; see there for how it starts and what it waits for.
+from kafka_broker import KafkaBroker  # noqa: E402  (appended section, kept apart from the above)
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory):
+    """The Kafka broker shared by the session: use topics of the test's own, never stop it."""
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka")).start()
+    yield broker
+    broker.kill()  # its data goes with the session's temporary directory
+
+
+@pytest.fixture
+def own_kafka(tmp_path):
+    """A Kafka broker of the test's own, for tests that stop, kill and restart it."""
+    broker = KafkaBroker(tmp_path / "kafka").start()
+    yield broker
+    broker.kill()

@@ -27,7 +27,11 @@ const std::vector<std::string> kVariables = {
     "MAX_FUTURE", "MAX_BODY_BYTES", "MAX_BATCH_BYTES", "BATCH_MAX_ITEMS", "BUS_MAX_PENDING",
     "AGG_WINDOWS", "TEMP_MIN_THRESHOLD", "TEMP_MAX_THRESHOLD", "HUMIDITY_MIN_THRESHOLD",
     "HUMIDITY_MAX_THRESHOLD", "RULES_FILE", "LOG_LEVEL", "SHUTDOWN_TIMEOUT", "RAW_RETENTION",
-    "AGG_RETENTION", "RETENTION_INTERVAL"};
+    "AGG_RETENTION", "RETENTION_INTERVAL", "KAFKA_PARTITIONS", "KAFKA_REPLICATION_FACTOR",
+    "KAFKA_CREATE_TOPICS", "KAFKA_AGGREGATOR_GROUP", "KAFKA_ALERTS_GROUP", "KAFKA_LINGER",
+    "KAFKA_BATCH_BYTES", "KAFKA_COMPRESSION", "KAFKA_DELIVERY_TIMEOUT", "KAFKA_MAX_PENDING",
+    "KAFKA_SESSION_TIMEOUT", "KAFKA_TIMEOUT", "KAFKA_CONFIG", "MONGO_POOL_SIZE", "MONGO_TIMEOUT",
+    "DLQ_REPLAY_GROUP", "DLQ_REPLAY_CONSUMER", "DLQ_REPLAY_IDLE"};
 
 class ConfigTest : public ::testing::Test {
  protected:
@@ -162,8 +166,19 @@ TEST_F(ConfigTest, ValidateRejectsValuesCli11CannotCheckNamingTheOption) {
       {{"ingest"}, {}, Errc::kInvalidArgument, "embedded bus"},
       {{"aggregator"}, {}, Errc::kInvalidArgument, "embedded bus"},
       {{"alerts"}, {}, Errc::kInvalidArgument, "embedded bus"},
-      {{"all", "--bus", "kafka"}, {}, Errc::kUnavailable, "BUS=kafka"},
-      {{"aggregator"}, {{"BUS", "kafka"}}, Errc::kUnavailable, "BUS=kafka"},
+      {{"dlq", "replay"}, {}, Errc::kInvalidArgument, "BUS=kafka"},
+      // A SQLite store is one process's file: workers on their own need MongoDB.
+      {{"aggregator"}, {{"BUS", "kafka"}}, Errc::kInvalidArgument, "STORE=mongodb"},
+      {{"alerts", "--bus", "kafka", "--store", "sqlite"}, {}, Errc::kInvalidArgument,
+       "STORE=mongodb"},
+      {{"all", "--bus", "kafka", "--kafka-linger", "a bit"}, {}, Errc::kInvalidArgument,
+       "KAFKA_LINGER"},
+      {{"ingest", "--bus", "kafka"}, {{"KAFKA_DELIVERY_TIMEOUT", "-1s"}}, Errc::kInvalidArgument,
+       "KAFKA_DELIVERY_TIMEOUT"},
+      {{"ingest", "--bus", "kafka"}, {{"KAFKA_CONFIG", "security.protocol"}},
+       Errc::kInvalidArgument, "KAFKA_CONFIG"},
+      {{"ingest", "--bus", "kafka", "--dlq-topic", "telemetry.raw"}, {}, Errc::kInvalidArgument,
+       "DLQ_TOPIC"},
       {{"all", "--raw-retention", "30 days"}, {}, Errc::kInvalidArgument, "RAW_RETENTION"},
       {{"all"}, {{"RAW_RETENTION", "0d"}}, Errc::kInvalidArgument, "RAW_RETENTION"},
       {{"all"}, {{"AGG_RETENTION", "1m"}}, Errc::kInvalidArgument, "AGG_RETENTION"},
@@ -176,7 +191,7 @@ TEST_F(ConfigTest, ValidateRejectsValuesCli11CannotCheckNamingTheOption) {
        {},
        Errc::kInvalidArgument,
        "AGG_RETENTION"},
-      {{"aggregator", "--bus", "kafka", "--agg-retention", "1m=-7d"},
+      {{"aggregator", "--bus", "kafka", "--store", "mongodb", "--agg-retention", "1m=-7d"},
        {},
        Errc::kInvalidArgument,
        "AGG_RETENTION"},
@@ -204,6 +219,34 @@ TEST_F(ConfigTest, ValidateAcceptsTheEdgesOfWhatIsAllowed) {
   EXPECT_FALSE(Invalid({"all", "--temp-min-threshold", "20", "--temp-max-threshold", "20"})
                    .has_value());
   EXPECT_FALSE(Invalid({"all", "--agg-windows", " 1h , 1m "}).has_value());
+}
+
+TEST_F(ConfigTest, KafkaOptionsHaveDefaultsAndTheirVariables) {
+  Config d = Parse({"aggregator", "--bus", "kafka", "--store", "mongodb"});
+  EXPECT_FALSE(Invalid({"aggregator", "--bus", "kafka", "--store", "mongodb"}).has_value());
+  EXPECT_EQ(d.kafka_bootstrap_servers, "kafka:9092");
+  EXPECT_EQ(d.telemetry_topic, "telemetry.raw");
+  EXPECT_EQ(d.dlq_topic, "telemetry.dlq");
+  EXPECT_EQ(d.max_retries, 3);
+  EXPECT_EQ(d.kafka.partitions, 6);
+  EXPECT_EQ(d.kafka.aggregator_group, "iotd-aggregator");
+  EXPECT_EQ(d.kafka.alerts_group, "iotd-alerts");
+  EXPECT_TRUE(d.kafka.create_topics);
+
+  SetEnv("KAFKA_PARTITIONS", "12");
+  SetEnv("KAFKA_CREATE_TOPICS", "false");
+  SetEnv("KAFKA_COMPRESSION", "zstd");
+  SetEnv("KAFKA_CONFIG", "security.protocol=ssl; ssl.ca.location = /etc/ca.pem");
+  Config c = Parse({"ingest", "--bus", "kafka", "--kafka-partitions", "3"});
+  EXPECT_EQ(c.kafka.partitions, 3);  // the flag wins
+  EXPECT_FALSE(c.kafka.create_topics);
+  EXPECT_EQ(c.kafka.compression, "zstd");
+  EXPECT_FALSE(Invalid({"ingest", "--bus", "kafka"}).has_value());
+  Config r = Parse({"dlq", "replay", "--bus", "kafka", "--consumer", "alerts"});
+  EXPECT_EQ(r.role, Role::kDlqReplay);
+  EXPECT_EQ(r.dlq_replay.consumer, "alerts");
+  EXPECT_EQ(r.dlq_replay.group, "iotd-dlq-replay");
+  EXPECT_THROW(Parse({"dlq", "replay", "--consumer", "nobody"}), CLI::ValidationError);
 }
 
 TEST_F(ConfigTest, RetentionIsOffByDefault) {

@@ -1,7 +1,7 @@
 // dashboard_service_test.cc: the dashboard handlers (services/dashboard_service.h) called through
 // an http::Router with constructed requests, over a real SqliteStore filled with Apply: cursors
-// and paging links, 404 and 422 answers, /stats, the server clock of /alerts/recent, and a store
-// that is down.
+// and paging links, 404 and 422 answers, /stats, the server clock of /alerts/recent, /dlq, and a
+// store that is down.
 #include <gtest/gtest.h>
 
 #include <simdjson.h>
@@ -159,7 +159,8 @@ TEST(CursorTest, GarbageCursorsAreRejected) {
 TEST_F(DashboardServiceTest, ListsRejectCursorsTheServerDidNotIssue) {
   AddReadings();
   for (const char* target : {"/telemetry?cursor=zz", "/aggregated?cursor=1.2.3",
-                             "/alerts?cursor=", "/devices/dev-1/telemetry?cursor=-1.2"}) {
+                             "/alerts?cursor=", "/devices/dev-1/telemetry?cursor=-1.2",
+                             "/dlq?cursor=1"}) {
     SCOPED_TRACE(target);
     auto r = Get(router_, target);
     EXPECT_EQ(r.result_int(), 422u);
@@ -270,6 +271,11 @@ TEST_F(DashboardServiceTest, BadParametersAre422NamingTheParameter) {
       {"/alerts/recent?minutes=0", "minutes"},
       {"/alerts/recent?minutes=525601", "minutes"},
       {"/alerts/recent?status=nope", "status"},
+      {"/dlq?limit=0", "limit"},
+      {"/dlq?from=2024-01-01", "from"},
+      {"/dlq?from=2024-01-02T00:00:00Z&to=2024-01-01T00:00:00Z", "from"},
+      {"/dlq?consumer=", "consumer"},
+      {"/dlq?consumer=" + std::string(65, 'a'), "consumer"},
   };
   for (const auto& [target, field] : cases) {
     SCOPED_TRACE(target);
@@ -358,6 +364,109 @@ TEST_F(DashboardServiceTest, DevicesAreListedByIdAndPagedWithTheLastId) {
   EXPECT_EQ(double(d["latest"]["temperature_c"]), 25);
 }
 
+store::DeadLetter DeadLetterOf(const std::string& consumer, std::int64_t offset,
+                               core::Timestamp failed_at, std::string payload) {
+  store::DeadLetter dl;
+  dl.consumer = consumer;
+  dl.topic = "telemetry.raw";
+  dl.partition = 2;
+  dl.offset = offset;
+  dl.key = "dev-1";
+  dl.payload = std::move(payload);
+  dl.reason = "undecodable: not a JSON object";
+  dl.attempts = 3;
+  dl.failed_at = failed_at;
+  return dl;
+}
+
+// Offsets returns the "offset" of every item of a JSON array body.
+std::vector<std::int64_t> Offsets(simdjson::dom::parser& parser, const http::Response& r) {
+  std::vector<std::int64_t> out;
+  simdjson::dom::array items = parser.parse(r.body());
+  for (auto item : items) out.push_back(std::int64_t(item["offset"]));
+  return out;
+}
+
+TEST_F(DashboardServiceTest, DlqListsDeadLettersNewestFirstWithTextOrBase64Payloads) {
+  store::WriteBatch b;
+  b.dead_letters = {DeadLetterOf("aggregator", 7, At(10) + 250ms, R"({"device_id": 5})"),
+                    DeadLetterOf("alerts", 8, At(20), std::string("\x00\xff\xfe\x01", 4))};
+  IOT_ASSERT_OK(store_->Apply(b));
+
+  auto r = Get(router_, "/dlq");
+  ASSERT_EQ(r.result_int(), 200u);
+  EXPECT_EQ(Header(r, "Content-Type"), "application/json");
+  simdjson::dom::array items = parser_.parse(r.body());
+  ASSERT_EQ(items.size(), 2u);
+  simdjson::dom::object binary = items.at(0);
+  std::set<std::string> keys;
+  for (auto field : binary) keys.emplace(field.key);
+  EXPECT_EQ(keys, (std::set<std::string>{"consumer", "topic", "partition", "offset", "key",
+                                         "key_encoding", "payload", "payload_encoding", "reason", "attempts",
+                                         "failed_at"}));
+  EXPECT_EQ(std::string_view(binary["consumer"]), "alerts");
+  EXPECT_EQ(std::string_view(binary["topic"]), "telemetry.raw");
+  EXPECT_EQ(std::int64_t(binary["partition"]), 2);
+  EXPECT_EQ(std::int64_t(binary["offset"]), 8);
+  EXPECT_EQ(std::string_view(binary["key"]), "dev-1");
+  EXPECT_EQ(std::string_view(binary["payload_encoding"]), "base64");
+  EXPECT_EQ(std::string_view(binary["payload"]), "AP/+AQ==");
+  EXPECT_EQ(std::string_view(binary["reason"]), "undecodable: not a JSON object");
+  EXPECT_EQ(std::int64_t(binary["attempts"]), 3);
+  EXPECT_EQ(std::string_view(binary["failed_at"]), "2024-01-01T00:00:20Z");
+  simdjson::dom::object text = items.at(1);
+  EXPECT_EQ(std::string_view(text["consumer"]), "aggregator");
+  EXPECT_EQ(std::string_view(text["payload_encoding"]), "utf8");
+  EXPECT_EQ(std::string_view(text["payload"]), R"({"device_id": 5})");
+  EXPECT_EQ(std::string_view(text["failed_at"]), "2024-01-01T00:00:10.250000Z");
+  EXPECT_TRUE(Header(r, "Link").empty());
+}
+
+TEST_F(DashboardServiceTest, DlqFiltersByConsumerAndTimeAndPagesWithTheLink) {
+  store::WriteBatch b;
+  for (std::int64_t i = 1; i <= 5; ++i) {
+    b.dead_letters.push_back(DeadLetterOf("aggregator", i, At(10 * i), "x"));
+    b.dead_letters.push_back(DeadLetterOf("alerts", 100 + i, At(10 * i), "y"));
+  }
+  IOT_ASSERT_OK(store_->Apply(b));
+
+  EXPECT_EQ(Offsets(parser_, Get(router_, "/dlq?consumer=alerts")),
+            (std::vector<std::int64_t>{105, 104, 103, 102, 101}));
+  EXPECT_EQ(Offsets(parser_, Get(router_, "/dlq?consumer=aggregator&from=2024-01-01T00:00:20Z"
+                                          "&to=2024-01-01T00:00:40Z")),
+            (std::vector<std::int64_t>{3, 2}));
+  EXPECT_TRUE(Offsets(parser_, Get(router_, "/dlq?consumer=nobody")).empty());
+
+  const std::string first = "/dlq?consumer=aggregator&limit=2";
+  std::vector<std::int64_t> seen;
+  std::string target = first;
+  for (int page = 0; page < 10 && !target.empty(); ++page) {
+    auto r = Get(router_, target);
+    ASSERT_EQ(r.result_int(), 200u);
+    auto offsets = Offsets(parser_, r);
+    EXPECT_LE(offsets.size(), 2u);
+    seen.insert(seen.end(), offsets.begin(), offsets.end());
+    target = LinkTarget(Header(r, "Link"));
+    if (!target.empty()) {
+      EXPECT_EQ(target, first + "&cursor=" + Header(r, "X-Next-Cursor"));
+    }
+  }
+  EXPECT_EQ(seen, (std::vector<std::int64_t>{5, 4, 3, 2, 1}));
+
+  // Every consumer: equal failed_at times, cut into pages without gaps or repeats.
+  seen.clear();
+  target = "/dlq?limit=3";
+  for (int page = 0; page < 10 && !target.empty(); ++page) {
+    auto r = Get(router_, target);
+    auto offsets = Offsets(parser_, r);
+    seen.insert(seen.end(), offsets.begin(), offsets.end());
+    target = LinkTarget(Header(r, "Link"));
+  }
+  EXPECT_EQ(seen.size(), 10u);
+  EXPECT_EQ(std::set<std::int64_t>(seen.begin(), seen.end()).size(), 10u);
+  EXPECT_EQ(std::set<std::int64_t>({seen[0], seen[1]}), (std::set<std::int64_t>{5, 105}));
+}
+
 // DownStore fails every call as a store that cannot be reached.
 class DownStore final : public store::Store {
  public:
@@ -378,6 +487,9 @@ class DownStore final : public store::Store {
     return Down();
   }
   Result<store::Stats> GetStats(core::Timestamp) override { return Down(); }
+  Result<store::Page<store::DeadLetter>> DeadLetters(const store::DeadLetterQuery&) override {
+    return Down();
+  }
   Result<std::int64_t> Expire(core::Timestamp) override { return Down(); }
   Status Ping() override { return Down(); }
 
@@ -394,7 +506,7 @@ TEST(DashboardStoreDownTest, EveryStoreReadIsAnswered503WithRetryAfter) {
   simdjson::dom::parser parser;
   for (const char* target : {"/telemetry", "/aggregated", "/alerts", "/alerts/recent", "/devices",
                              "/devices/dev-1", "/devices/dev-1/telemetry",
-                             "/devices/dev-1/aggregates", "/stats"}) {
+                             "/devices/dev-1/aggregates", "/stats", "/dlq"}) {
     SCOPED_TRACE(target);
     auto r = Get(router, target);
     EXPECT_EQ(r.result_int(), 503u);

@@ -113,13 +113,14 @@ class FakeConsumer final : public bus::Consumer {
   explicit FakeConsumer(EventLog* log = nullptr) : log_(log) {}
 
   // Append adds a record with `payload` at the next offset; returns that offset.
-  std::int64_t Append(std::string key, std::string payload) {
+  std::int64_t Append(std::string key, std::string payload, bus::Routing routing = {}) {
     std::lock_guard lock(mu_);
     bus::Record r;
     r.partition = 0;
     r.offset = static_cast<std::int64_t>(records_.size());
     r.key = std::move(key);
     r.payload = std::move(payload);
+    r.routing = std::move(routing);
     records_.push_back(std::move(r));
     cv_.notify_all();
     return records_.back().offset;
@@ -149,6 +150,16 @@ class FakeConsumer final : public bus::Consumer {
     }
     if (!out.empty() && log_) log_->Add("poll " + std::to_string(out.size()));
     return out;
+  }
+  // Subscribe assigns partition 0 at once, like the embedded bus.
+  Status Subscribe(bus::AssignmentListener& listener) override {
+    auto start = listener.StartOffset(0);
+    if (!start) return start.status();
+    if (*start) {
+      if (Status s = Seek(0, **start); !s) return s;
+    }
+    listener.Assigned({0});
+    return Status::Ok();
   }
   Status Seek(std::int32_t partition, std::int64_t next_offset) override {
     std::lock_guard lock(mu_);
@@ -239,6 +250,12 @@ class FlakyStore final : public store::Store {
     std::lock_guard lock(mu_);
     failures_ = n;
   }
+  // RefuseReading makes every Apply whose batch holds reading `id` fail with kInvalidArgument,
+  // as a store does with a document it will never take.
+  void RefuseReading(std::int64_t id) {
+    std::lock_guard lock(mu_);
+    refused_.push_back(id);
+  }
   void set_fail_load_checkpoint(bool fail) {
     std::lock_guard lock(mu_);
     fail_load_checkpoint_ = fail;
@@ -268,9 +285,19 @@ class FlakyStore final : public store::Store {
     if (batch.checkpoint) attempt.checkpoint = batch.checkpoint->next_offset;
     const std::string cp = attempt.checkpoint ? std::to_string(*attempt.checkpoint) : "none";
     bool fail = false;
+    bool refuse = false;
     std::function<void()> hook;
     {
       std::lock_guard lock(mu_);
+      for (auto id : attempt.reading_ids) {
+        refuse = refuse || std::find(refused_.begin(), refused_.end(), id) != refused_.end();
+      }
+      if (refuse) {
+        attempts_.push_back(attempt);
+        if (log_) log_->Add("apply-refused " + cp);
+        cv_.notify_all();
+        return MakeError(Errc::kInvalidArgument, "fake refusal of a reading");
+      }
       if (failures_ > 0) {
         --failures_;
         fail = true;
@@ -317,6 +344,9 @@ class FlakyStore final : public store::Store {
     return inner_.Devices(q);
   }
   Result<store::Stats> GetStats(core::Timestamp now) override { return inner_.GetStats(now); }
+  Result<store::Page<store::DeadLetter>> DeadLetters(const store::DeadLetterQuery& q) override {
+    return inner_.DeadLetters(q);
+  }
   Result<std::int64_t> Expire(core::Timestamp now) override { return inner_.Expire(now); }
   Status Ping() override { return inner_.Ping(); }
 
@@ -327,6 +357,7 @@ class FlakyStore final : public store::Store {
   std::condition_variable cv_;
   int failures_ = 0;
   bool fail_load_checkpoint_ = false;
+  std::vector<std::int64_t> refused_;
   std::function<void()> on_failure_;
   std::vector<Attempt> attempts_;
 };

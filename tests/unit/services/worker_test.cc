@@ -6,7 +6,9 @@
 // test sees the order of polls, apply attempts and commits, and still checks the stored result.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <chrono>
 #include <string>
 #include <vector>
@@ -17,6 +19,7 @@
 #include "metrics/metrics.h"
 #include "services/aggregator.h"
 #include "services/alerter.h"
+#include "services/dead_letter.h"
 #include "services/worker.h"
 #include "services_test_util.h"
 
@@ -36,8 +39,8 @@ std::int64_t Id(std::int64_t offset) { return core::MessageId::Of(0, offset).val
 class RawWorker final : public Worker {
  public:
   RawWorker(WorkerOptions options, bus::Consumer& consumer, store::Store& store,
-            metrics::Registry& registry)
-      : Worker(std::move(options), consumer, store, registry) {}
+            metrics::Registry& registry, bus::Producer* dead_letters = nullptr)
+      : Worker(std::move(options), consumer, store, registry, dead_letters) {}
   ~RawWorker() override { Stop(); }
 
  private:
@@ -45,11 +48,10 @@ class RawWorker final : public Worker {
     for (const auto& record : records) {
       auto decoded = codec::DecodePayload(record.payload);
       if (!decoded) {
-        CountDecodeError(record, decoded.error());
+        DeadLetter(record, "undecodable: " + decoded.error().message, batch);
         continue;
       }
-      batch.readings.push_back(store::StoredReading{
-          core::MessageId::Of(record.partition, record.offset), std::move(*decoded)});
+      batch.readings.push_back(store::StoredReading{IdOf(record), std::move(*decoded)});
     }
   }
 };
@@ -195,7 +197,7 @@ TEST_F(WorkerTest, StopWakesABlockedPoll) {
 
 TEST_F(WorkerTest, StartSeeksToTheStoredCheckpointAndCommitsLastOffsetPlusOne) {
   store::WriteBatch done;
-  done.checkpoint = store::Checkpoint{"aggregator", 0, 3};
+  done.checkpoint = store::Checkpoint{"aggregator", 0, 3, 0};
   IOT_ASSERT_OK(real_->Apply(done));
   AppendReadings(0, {1, 2, 3, 4, 5, 6, 7, 8});  // offsets 0..7; 0..2 are already applied
 
@@ -229,10 +231,10 @@ TEST_F(WorkerTest, StartWithoutACheckpointSeeksToTheBeginning) {
 
 TEST_F(WorkerTest, EachWorkerResumesFromItsOwnCheckpoint) {
   store::WriteBatch agg_done;
-  agg_done.checkpoint = store::Checkpoint{"aggregator", 0, 3};
+  agg_done.checkpoint = store::Checkpoint{"aggregator", 0, 3, 0};
   IOT_ASSERT_OK(real_->Apply(agg_done));
   store::WriteBatch alerts_done;
-  alerts_done.checkpoint = store::Checkpoint{"alerts", 0, 6};
+  alerts_done.checkpoint = store::Checkpoint{"alerts", 0, 6, 0};
   IOT_ASSERT_OK(real_->Apply(alerts_done));
 
   FakeConsumer alerts_consumer;
@@ -278,6 +280,138 @@ TEST_F(WorkerTest, ABusCommitFailureDoesNotStopTheWorker) {
   worker.Stop();
   EXPECT_EQ(Must(real_->LoadCheckpoint("raw", 0)), 2);
   EXPECT_EQ(testing::AllTelemetry(*real_, {}).size(), 2u);
+}
+
+
+// ---- dead letters, fencing, routing ---------------------------------------------------------
+
+// CapturingProducer keeps what it is given and acknowledges it at once.
+class CapturingProducer final : public bus::Producer {
+ public:
+  void Produce(std::vector<bus::Message> messages, Callback done) override {
+    {
+      std::lock_guard lock(mu_);
+      for (auto& m : messages) messages_.push_back(std::move(m));
+    }
+    done(Status::Ok());
+  }
+  bool Ready() const override { return true; }
+  Status Flush(std::chrono::milliseconds) override { return Status::Ok(); }
+  std::vector<bus::Message> Messages() const {
+    std::lock_guard lock(mu_);
+    return messages_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<bus::Message> messages_;
+};
+
+std::vector<store::DeadLetter> AllDeadLetters(store::Store& s) {
+  store::DeadLetterQuery q;
+  q.limit = 1000;
+  return Must(s.DeadLetters(q)).items;
+}
+
+std::vector<std::int64_t> StoredIds(store::Store& s) {
+  std::vector<std::int64_t> ids;
+  for (const auto& r : testing::AllTelemetry(s, {})) ids.push_back(r.id.value);
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+TEST_F(WorkerTest, AnUndecodableRecordBecomesADeadLetterAtOnceAndTheOthersAreApplied) {
+  AppendReadings(0, {1});
+  const std::string garbage("\x01\xff{not a reading", 19);
+  consumer_.Append("dev-x", garbage);
+  AppendReadings(20, {3});
+  CapturingProducer dlq;
+  RawWorker worker(QuickOptions(), consumer_, flaky_, registry_, &dlq);
+  IOT_ASSERT_OK(worker.Start());
+  ASSERT_TRUE(consumer_.WaitForCommit(3));
+  worker.Stop();
+
+  EXPECT_EQ(StoredIds(*real_), (std::vector<std::int64_t>{Id(0), Id(2)}));
+  auto letters = AllDeadLetters(*real_);
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(letters[0].consumer, "raw");
+  EXPECT_EQ(letters[0].topic, "embedded");
+  EXPECT_EQ(letters[0].partition, 0);
+  EXPECT_EQ(letters[0].offset, 1);
+  EXPECT_EQ(letters[0].key, "dev-x");
+  EXPECT_EQ(letters[0].payload, garbage);  // byte for byte
+  EXPECT_EQ(letters[0].attempts, 1);       // decoding again cannot change the outcome
+  EXPECT_EQ(letters[0].reason.rfind("undecodable: ", 0), 0u) << letters[0].reason;
+  // One attempt: nothing retried.
+  EXPECT_EQ(flaky_.Attempts().size(), 1u);
+  // The dead-letter topic got the same dead letter, as JSON that reads back exactly.
+  auto published = dlq.Messages();
+  ASSERT_EQ(published.size(), 1u);
+  EXPECT_EQ(published[0].key, "dev-x");
+  auto parsed = ParseDeadLetter(published[0].payload);
+  ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+  EXPECT_EQ(*parsed, letters[0]);
+  EXPECT_EQ(testing::MetricValue(registry_, "raw_dead_letters_total{cause=\"undecodable\"}"), 1);
+}
+
+TEST_F(WorkerTest, ARecordTheStoreRefusesIsRetriedMaxRetriesTimesThenDeadLettered) {
+  AppendReadings(0, {1, 2, 3});
+  flaky_.RefuseReading(Id(1));
+  WorkerOptions o = QuickOptions();
+  o.max_retries = 2;
+  RawWorker worker(o, consumer_, flaky_, registry_);
+  IOT_ASSERT_OK(worker.Start());
+  ASSERT_TRUE(consumer_.WaitForCommit(3));
+  worker.Stop();
+
+  // The whole batch 1 + max_retries times, then record by record: 0 applied, 1 refused
+  // 1 + max_retries times and stored as a dead letter, 2 applied.
+  EXPECT_EQ(log_.Events(),
+            (std::vector<std::string>{"poll 3", "apply-refused 3", "apply-refused 3",
+                                      "apply-refused 3", "apply-ok 1", "commit 1",
+                                      "apply-refused 2", "apply-refused 2", "apply-refused 2",
+                                      "apply-ok 2", "commit 2", "apply-ok 3", "commit 3"}));
+  EXPECT_EQ(StoredIds(*real_), (std::vector<std::int64_t>{Id(0), Id(2)}));
+  auto letters = AllDeadLetters(*real_);
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(letters[0].offset, 1);
+  EXPECT_EQ(letters[0].attempts, 3);
+  EXPECT_EQ(letters[0].reason, "store: fake refusal of a reading");
+  EXPECT_EQ(Must(real_->LoadCheckpoint("raw", 0)), 3);
+  EXPECT_EQ(testing::MetricValue(registry_, "raw_dead_letters_total{cause=\"store\"}"), 1);
+}
+
+TEST_F(WorkerTest, ABatchAnotherWorkerAppliedInPartIsDroppedAndReadAgainFromTheStoredCheckpoint) {
+  RawWorker worker(QuickOptions(), consumer_, flaky_, registry_);
+  IOT_ASSERT_OK(worker.Start());  // no checkpoint: this worker starts at 0
+  // Meanwhile another worker (after a rebalance this one missed) applied offsets 0..4.
+  store::WriteBatch other;
+  other.checkpoint = store::Checkpoint{"raw", 0, 5, 0};
+  IOT_ASSERT_OK(real_->Apply(other));
+  AppendReadings(0, {1, 2, 3, 4, 5, 6, 7, 8});
+  ASSERT_TRUE(consumer_.WaitForCommit(8));
+  worker.Stop();
+
+  // Its batch 0..7 was refused as a whole (nothing of 0..4 stored twice), then 5..7 applied.
+  EXPECT_EQ(StoredIds(*real_), (std::vector<std::int64_t>{Id(5), Id(6), Id(7)}));
+  auto seeks = consumer_.Seeks();
+  ASSERT_FALSE(seeks.empty());
+  EXPECT_EQ(seeks.back(), (std::pair<std::int32_t, std::int64_t>{0, 5}));
+  EXPECT_EQ(Must(real_->LoadCheckpoint("raw", 0)), 8);
+  EXPECT_EQ(testing::MetricValue(registry_, "raw_aborted_batches_total"), 1);
+}
+
+TEST_F(WorkerTest, ARecordReplayedForAnotherWorkerOnlyMovesTheCheckpoint) {
+  // iotd dlq replay addresses a dead letter to the worker that gave up on it, under its id.
+  const auto reading = ReadingAt("dev-1", At(0), 1);
+  consumer_.Append("dev-1", codec::EncodeWire(reading), bus::Routing{"someone-else", Id(77)});
+  consumer_.Append("dev-1", codec::EncodeWire(reading), bus::Routing{"raw", Id(78)});
+  RawWorker worker(QuickOptions(), consumer_, flaky_, registry_);
+  IOT_ASSERT_OK(worker.Start());
+  ASSERT_TRUE(consumer_.WaitForCommit(2));
+  worker.Stop();
+  EXPECT_EQ(StoredIds(*real_), (std::vector<std::int64_t>{Id(78)}));
+  EXPECT_EQ(Must(real_->LoadCheckpoint("raw", 0)), 2);
 }
 
 }  // namespace

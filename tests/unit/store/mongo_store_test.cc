@@ -54,11 +54,25 @@ INSTANTIATE_TEST_SUITE_P(Mongo, StoreConformance,
 
 // ---- exactly-once without transactions: a crash between any two steps of Apply ---------------
 
+// kAlertMessage opens an alert (a fresh insert in the batch that holds it) that kResolveMessage
+// resolves (a replacement); messages 20 mod 25 are undecodable and become dead letters.
+constexpr std::int64_t kAlertMessage = 50;
+constexpr std::int64_t kResolveMessage = 120;
+constexpr std::int64_t kAlertId = kAlertMessage << 6;  // core::AlertId of its first sensor
+bool IsDeadLetter(std::int64_t message) { return message % 25 == 20; }
+
 // AggregatorBatch builds what the aggregator writes for messages [first, end) of partition 0:
-// readings of four devices, their DeviceUpdates, 1m aggregates, the ingest count, the checkpoint.
+// readings of four devices, their DeviceUpdates, 1m aggregates, the alert's changes, the dead
+// letters, the ingest count, the checkpoint.
 WriteBatch AggregatorBatch(std::int64_t first, std::int64_t end) {
   std::vector<StoredReading> readings;
+  std::vector<DeadLetter> dead_letters;
   for (std::int64_t i = first; i < end; ++i) {
+    if (IsDeadLetter(i)) {
+      std::string payload = "\xff\xfe" + std::to_string(i);
+      dead_letters.push_back(MakeDeadLetter("aggregator", i, At(600), payload));
+      continue;
+    }
     readings.push_back(MakeReading(i, "d" + std::to_string(i % 4), At(static_cast<double>(i)),
                                    static_cast<double>(i % 13), 40.0 + static_cast<double>(i % 3)));
   }
@@ -72,10 +86,71 @@ WriteBatch AggregatorBatch(std::int64_t first, std::int64_t end) {
     }
   }
   for (const auto& [key, acc] : aggs) b.aggregates.push_back(AggregateDelta{key, acc});
+  const std::string alert_device = "d" + std::to_string(kAlertMessage % 4);
+  if (first <= kAlertMessage && kAlertMessage < end) {
+    b.alert_upserts.push_back(
+        MakeAlert(kAlertId, alert_device, core::AlertStatus::kActive, At(kAlertMessage)));
+  }
+  if (first <= kResolveMessage && kResolveMessage < end) {
+    b.alert_upserts.push_back(
+        MakeAlert(kAlertId, alert_device, core::AlertStatus::kResolved, At(kAlertMessage)));
+  }
+  b.dead_letters = std::move(dead_letters);
   b.ingested = end - first;
   b.processed_at = At(600);
-  b.checkpoint = Checkpoint{"aggregator", 0, end};
+  b.checkpoint = Checkpoint{"aggregator", 0, end, first};
   return b;
+}
+
+// ExpectEachMessageCountedOnce checks that the store holds messages [0, end) of partition 0 as
+// if each AggregatorBatch had been applied exactly once: every reading and dead letter once, each
+// device's count and latest reading, aggregates equal to a recomputation, the alert's last state,
+// the ingest rate.
+void ExpectEachMessageCountedOnce(Store& store, std::int64_t end) {
+  const WriteBatch everything = AggregatorBatch(0, end);
+  TelemetryQuery all;
+  all.limit = 1000;
+  auto stored = ReadAll(store, all);
+  std::set<std::int64_t> ids, want_ids;
+  for (const auto& r : stored) ids.insert(r.id.value);
+  for (const auto& r : everything.readings) want_ids.insert(r.id.value);
+  EXPECT_EQ(stored.size(), everything.readings.size());
+  EXPECT_EQ(ids, want_ids);
+  for (const auto& u : everything.devices) {
+    auto device = Must(store.FindDevice(u.device_id));
+    ASSERT_TRUE(device.has_value()) << u.device_id;
+    EXPECT_EQ(device->readings, u.readings) << "device " << u.device_id;
+    EXPECT_EQ(device->latest.ts, u.latest.ts) << "device " << u.device_id;
+  }
+  AggregateQuery aq;
+  aq.limit = 1000;
+  auto aggs = Must(store.Aggregates(aq)).items;
+  ASSERT_EQ(aggs.size(), everything.aggregates.size());
+  for (const auto& want : everything.aggregates) {
+    auto got = std::find_if(aggs.begin(), aggs.end(),
+                            [&](const Aggregate& a) { return a.key == want.key; });
+    ASSERT_NE(got, aggs.end());
+    EXPECT_EQ(got->acc.count, want.acc.count) << want.key.device_id << " " << want.key.sensor_type;
+    EXPECT_DOUBLE_EQ(got->acc.sum, want.acc.sum);
+    EXPECT_EQ(got->acc.min, want.acc.min);
+    EXPECT_EQ(got->acc.max, want.acc.max);
+  }
+  AlertQuery alerts;
+  alerts.limit = 1000;
+  EXPECT_EQ(Must(store.Alerts(alerts)).items,
+            std::vector<core::Alert>{everything.alert_upserts.back()});
+  DeadLetterQuery dlq;
+  dlq.limit = 1000;
+  auto dead = ReadAllDeadLetters(store, dlq);
+  std::sort(dead.begin(), dead.end(),
+            [](const DeadLetter& a, const DeadLetter& b) { return a.offset < b.offset; });
+  EXPECT_EQ(dead, everything.dead_letters);
+  Stats stats = Must(store.GetStats(At(60.0 * 11)));
+  EXPECT_EQ(stats.readings, static_cast<std::int64_t>(everything.readings.size()));
+  EXPECT_EQ(stats.devices, static_cast<std::int64_t>(everything.devices.size()));
+  // The ingest counts of minute 10 (processed_at) add up to every message: end / 60 s.
+  EXPECT_DOUBLE_EQ(stats.ingest_rate_per_s, static_cast<double>(end) / 60.0);
+  EXPECT_EQ(Must(store.LoadCheckpoint("aggregator", 0)), end);
 }
 
 class MongoCrashTest : public ::testing::TestWithParam<std::string> {};
@@ -106,54 +181,89 @@ TEST_P(MongoCrashTest, ACrashAtAnyStepThenRestartCountsEverythingExactlyOnce) {
   }
   IOT_ASSERT_OK(store->Apply(second));
   IOT_ASSERT_OK(store->Apply(second));  // a replay of an applied batch changes nothing
+  ExpectEachMessageCountedOnce(*store, 150);
+}
 
-  // Everything once: 150 readings, each device's count, aggregates equal to a recomputation.
-  TelemetryQuery all;
-  all.limit = 1000;
-  auto stored = ReadAll(*store, all);
-  ASSERT_EQ(stored.size(), 150u);
-  std::set<std::int64_t> ids;
-  for (const auto& r : stored) ids.insert(r.id.value);
-  EXPECT_EQ(ids.size(), 150u);
-  WriteBatch everything = AggregatorBatch(0, 150);
-  for (int d = 0; d < 4; ++d) {
-    auto device = Must(store->FindDevice("d" + std::to_string(d)));
-    ASSERT_TRUE(device.has_value());
-    EXPECT_EQ(device->readings, 150 / 4 + (d < 150 % 4 ? 1 : 0)) << "device d" << d;
-    // The newest reading of device d is message 148 + d, or 144 + d when that is past 149.
-    EXPECT_EQ(device->latest.ts, At(148 + d < 150 ? 148 + d : 144 + d));
+std::string StepName(const ::testing::TestParamInfo<std::string>& p) {
+  std::string name = p.param;
+  for (char& c : name) {
+    if (c == ':') c = '_';
   }
-  AggregateQuery aq;
-  aq.limit = 1000;
-  auto aggs = Must(store->Aggregates(aq)).items;
-  ASSERT_EQ(aggs.size(), everything.aggregates.size());
-  for (const auto& want : everything.aggregates) {
-    auto got = std::find_if(aggs.begin(), aggs.end(),
-                            [&](const Aggregate& a) { return a.key == want.key; });
-    ASSERT_NE(got, aggs.end());
-    EXPECT_EQ(got->acc.count, want.acc.count) << want.key.device_id << " " << want.key.sensor_type;
-    EXPECT_DOUBLE_EQ(got->acc.sum, want.acc.sum);
-    EXPECT_EQ(got->acc.min, want.acc.min);
-    EXPECT_EQ(got->acc.max, want.acc.max);
-  }
-  Stats stats = Must(store->GetStats(At(60.0 * 11)));
-  EXPECT_EQ(stats.readings, 150);
-  EXPECT_EQ(stats.devices, 4);
-  // The ingest counts of minute 10 (processed_at) add up to the 150 readings: (150) / 60 s.
-  EXPECT_DOUBLE_EQ(stats.ingest_rate_per_s, 150.0 / 60.0);
+  return name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Steps, MongoCrashTest,
-                         ::testing::Values("raw", "commit", "apply:devices",
+                         ::testing::Values("raw", "dead_letters", "commit", "apply:devices",
                                            "apply:aggregated_data", "apply:ingest_minutes",
-                                           "applied"),
-                         [](const ::testing::TestParamInfo<std::string>& p) {
-                           std::string name = p.param;
-                           for (char& c : name) {
-                             if (c == ':') c = '_';
-                           }
-                           return name;
-                         });
+                                           "apply:alerts", "applied"),
+                         StepName);
+
+// ---- two writers of one partition (a Kafka rebalance) ----------------------------------------
+
+// A worker that lost its partition in a rebalance may still be applying a journal it committed
+// when the partition's new owner loads the checkpoint, finds that journal pending and applies it
+// too (Redo). Both apply every op guarded by the batch's high-water mark, so each document changes
+// once whichever lands first. The hook runs the new owner's LoadCheckpoint at `step` of the old
+// owner's Apply, which then carries on.
+class MongoRebalanceTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MongoRebalanceTest, AJournalAppliedByTheOldAndTheNewOwnerAtOnceCountsOnce) {
+  const std::string db = FerretDbEnvironment::UniqueDatabaseName("rebalance");
+  auto new_owner = Must(MongoStore::Open(OptionsFor(FerretDbEnvironment::Url(), db)));
+  const std::string step = GetParam();
+  auto armed = std::make_shared<bool>(false);
+  Store* taking_over = new_owner.get();
+  std::optional<Result<std::optional<std::int64_t>>> taken_over_at;
+  MongoStoreOptions o = OptionsFor(FerretDbEnvironment::Url(), db);
+  o.crash_at = [&, step, armed](std::string_view at) {
+    if (!*armed || at != step) return false;
+    *armed = false;
+    taken_over_at = taking_over->LoadCheckpoint("aggregator", 0);
+    return false;
+  };
+  auto old_owner = Must(MongoStore::Open(o));
+  IOT_ASSERT_OK(old_owner->Apply(AggregatorBatch(0, 40)));
+  *armed = true;
+  IOT_ASSERT_OK(old_owner->Apply(AggregatorBatch(40, 100)));
+  ASSERT_TRUE(taken_over_at.has_value()) << "the hook did not run at " << step;
+  ASSERT_TRUE(taken_over_at->ok()) << taken_over_at->error().message;
+  EXPECT_EQ(**taken_over_at, 100);
+  IOT_ASSERT_OK(new_owner->Apply(AggregatorBatch(100, 150)));
+  ExpectEachMessageCountedOnce(*new_owner, 150);
+}
+
+INSTANTIATE_TEST_SUITE_P(Steps, MongoRebalanceTest,
+                         ::testing::Values("commit", "apply:devices", "apply:aggregated_data",
+                                           "apply:alerts"),
+                         StepName);
+
+// A writer whose cached checkpoint is stale (the partition moved to another writer and back, or
+// it is a zombie) learns the stored position when its commit fails, and then answers exactly:
+// skipped when the batch was applied, kAborted when it was applied in part.
+TEST(MongoStoreTest, AWriterWithAStaleCheckpointIsSkippedOrAbortedAtItsCommit) {
+  const std::string db = FerretDbEnvironment::UniqueDatabaseName("stale");
+  auto a = Must(MongoStore::Open(OptionsFor(FerretDbEnvironment::Url(), db)));
+  auto b = Must(MongoStore::Open(OptionsFor(FerretDbEnvironment::Url(), db)));
+  EXPECT_EQ(Must(a->LoadCheckpoint("aggregator", 0)), std::nullopt);
+  IOT_ASSERT_OK(b->Apply(AggregatorBatch(0, 40)));
+  // a believes nothing is stored: its first commit finds the checkpoint created meanwhile.
+  IOT_ASSERT_OK(a->Apply(AggregatorBatch(0, 40)));
+
+  // b owns the partition now; a still believes in 40.
+  ASSERT_EQ(Must(b->LoadCheckpoint("aggregator", 0)), 40);
+  IOT_ASSERT_OK(b->Apply(AggregatorBatch(40, 70)));
+  Status s = a->Apply(AggregatorBatch(40, 100));
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, Errc::kAborted) << s.error().message;
+  // a learnt 70; b moves on to 100, and a's [70, 100) is then skipped.
+  IOT_ASSERT_OK(b->Apply(AggregatorBatch(70, 100)));
+  IOT_ASSERT_OK(a->Apply(AggregatorBatch(70, 100)));
+  IOT_ASSERT_OK(b->Apply(AggregatorBatch(100, 150)));
+  // a's refused attempts left raw readings and dead letters of their range, which are keyed by
+  // their bus position: b stored and counted each of them once.
+  ExpectEachMessageCountedOnce(*b, 150);
+  EXPECT_EQ(Must(a->LoadCheckpoint("aggregator", 0)), 150);
+}
 
 TEST(MongoStoreTest, AnUnreachableServerFailsOpenWithUnavailable) {
   MongoStoreOptions o = OptionsFor("mongodb://127.0.0.1:1/", "x");

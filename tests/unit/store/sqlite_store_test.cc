@@ -25,8 +25,10 @@ namespace fs = std::filesystem;
 using testing::At;
 using testing::BatchOf;
 using testing::MakeAlert;
+using testing::MakeDeadLetter;
 using testing::MakeReading;
 using testing::ReadAll;
+using testing::ReadAllDeadLetters;
 using testing::StoreConformance;
 using testing::StoreFactory;
 
@@ -117,9 +119,10 @@ WriteBatch EverythingBatch() {
   acc.Add(21.5);
   b.aggregates = {AggregateDelta{{"dev-1", "temperature_c", std::chrono::minutes(1), At(0)}, acc}};
   b.alert_upserts = {MakeAlert(1, "dev-1", core::AlertStatus::kActive, At(1))};
+  b.dead_letters = {MakeDeadLetter("aggregator", 0, At(4), std::string("\xff\0x", 3))};
   b.ingested = 3;
   b.processed_at = At(4);
-  b.checkpoint = Checkpoint{"aggregator", 2, 4};
+  b.checkpoint = Checkpoint{"aggregator", 2, 4, 0};
   return b;
 }
 
@@ -129,6 +132,7 @@ struct Snapshot {
   std::vector<Aggregate> aggregates;
   std::vector<core::Alert> alerts;
   std::vector<Device> devices;
+  std::vector<DeadLetter> dead_letters;
   std::optional<std::int64_t> checkpoint;
   Stats stats;
 };
@@ -145,6 +149,7 @@ Snapshot Take(Store& store) {
   auto devices = store.Devices(DeviceQuery{});
   EXPECT_TRUE(devices.ok());
   if (devices) s.devices = *devices;
+  s.dead_letters = ReadAllDeadLetters(store, DeadLetterQuery{});
   auto cp = store.LoadCheckpoint("aggregator", 2);
   EXPECT_TRUE(cp.ok());
   if (cp) s.checkpoint = *cp;
@@ -159,6 +164,7 @@ void ExpectSame(const Snapshot& a, const Snapshot& b) {
   EXPECT_EQ(a.aggregates, b.aggregates);
   EXPECT_EQ(a.alerts, b.alerts);
   EXPECT_EQ(a.devices, b.devices);
+  EXPECT_EQ(a.dead_letters, b.dead_letters);
   EXPECT_EQ(a.checkpoint, b.checkpoint);
   EXPECT_EQ(a.stats.devices, b.stats.devices);
   EXPECT_EQ(a.stats.readings, b.stats.readings);
@@ -177,6 +183,7 @@ TEST_F(SqliteStoreTest, ReopenAfterCloseKeepsEverything) {
     before = Take(*store);
   }
   ASSERT_EQ(before.telemetry.size(), 3u);
+  ASSERT_EQ(before.dead_letters.size(), 1u);
   ASSERT_EQ(before.checkpoint, 4);
   auto store = Open();
   ASSERT_NE(store, nullptr);
@@ -220,6 +227,34 @@ TEST_F(SqliteStoreTest, CommittedDataIsRecoveredFromTheWalAfterACrash) {
   auto recovered = Open(SmallOptions(crash));
   ASSERT_NE(recovered, nullptr);
   ExpectSame(Take(*recovered), before);
+}
+
+TEST_F(SqliteStoreTest, OpenUpgradesAVersion1DatabaseWithoutDeadLetters) {
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    WriteBatch b = EverythingBatch();
+    b.dead_letters.clear();
+    IOT_ASSERT_OK(store->Apply(b));
+  }
+  {
+    // What version 1 of the schema was: everything but the dead_letters table.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_ / "store.db").c_str(), &db), SQLITE_OK);
+    EXPECT_EQ(sqlite3_exec(db, "DROP TABLE dead_letters; PRAGMA user_version = 1", nullptr, nullptr,
+                           nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(ReadAll(*store, TelemetryQuery{}).size(), 3u);
+  EXPECT_TRUE(ReadAllDeadLetters(*store, DeadLetterQuery{}).empty());
+  WriteBatch next;
+  next.dead_letters = EverythingBatch().dead_letters;
+  next.checkpoint = Checkpoint{"aggregator", 2, 5, 4};
+  IOT_ASSERT_OK(store->Apply(next));
+  EXPECT_EQ(ReadAllDeadLetters(*store, DeadLetterQuery{}), next.dead_letters);
 }
 
 TEST_F(SqliteStoreTest, OpenCreatesMissingDirectories) {
@@ -301,8 +336,8 @@ TEST_F(SqliteStoreTest, ReadsProceedWhileAnotherWriterHoldsTheLockAndWritesRepor
 TEST_F(SqliteStoreTest, ApplyThatFailsMidwayLeavesNothingBehind) {
   auto store = Open();
   ASSERT_NE(store, nullptr);
-  // The alert is written after the readings and the new devices; its NaN value violates a
-  // NOT NULL constraint, so the whole transaction rolls back.
+  // The alert is written after the readings, the dead letter and the new devices; its NaN value
+  // violates a NOT NULL constraint, so the whole transaction rolls back.
   WriteBatch bad = EverythingBatch();
   bad.alert_upserts[0].value = std::numeric_limits<double>::quiet_NaN();
   ASSERT_FALSE(store->Apply(bad).ok());
@@ -310,9 +345,11 @@ TEST_F(SqliteStoreTest, ApplyThatFailsMidwayLeavesNothingBehind) {
   ASSERT_TRUE(cp.ok());
   EXPECT_EQ(*cp, std::nullopt);
   EXPECT_TRUE(ReadAll(*store, TelemetryQuery{}).empty());
+  EXPECT_TRUE(ReadAllDeadLetters(*store, DeadLetterQuery{}).empty());
 
   // Keys the failed Apply created must not be reused by the next one.
   IOT_ASSERT_OK(store->Apply(EverythingBatch()));
+  EXPECT_EQ(ReadAllDeadLetters(*store, DeadLetterQuery{}), EverythingBatch().dead_letters);
   auto stats = store->GetStats(At(600));
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->devices, 2);
@@ -658,13 +695,14 @@ TEST_F(SqliteStoreTest, ReadersSeeWholeBatchesWhileAWriterApplies) {
   std::thread writer([&] {
     std::int64_t id = 1;
     for (int b = 0; b < kBatches; ++b) {
+      const std::int64_t from = id;
       std::vector<StoredReading> rs;
       for (int i = 0; i < kPerBatch; ++i) {
         rs.push_back(MakeReading(id, "d" + std::to_string(i % 3), At(static_cast<double>(id))));
         ++id;
       }
       WriteBatch batch = BatchOf(rs);
-      batch.checkpoint = Checkpoint{"aggregator", 0, id};
+      batch.checkpoint = Checkpoint{"aggregator", 0, id, from};
       EXPECT_TRUE(store->Apply(batch).ok());
     }
     done.store(true);

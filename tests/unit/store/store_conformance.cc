@@ -100,6 +100,79 @@ Device DeviceOf(Store& store, const std::string& id) {
   return *d;
 }
 
+// View is everything a store shows, for checking that a refused batch changed nothing.
+struct View {
+  std::vector<StoredReading> telemetry;
+  std::vector<Aggregate> aggregates;
+  std::vector<core::Alert> alerts;  // every status, by id
+  std::vector<Device> devices;
+  std::vector<DeadLetter> dead_letters;
+  std::optional<std::int64_t> checkpoint;  // aggregator/0
+  Stats stats;
+};
+
+View ViewOf(Store& store) {
+  View v;
+  TelemetryQuery all;
+  all.limit = 1000;
+  v.telemetry = ReadAll(store, all);
+  AggregateQuery aggs;
+  aggs.limit = 1000;
+  v.aggregates = Must(store.Aggregates(aggs)).items;
+  v.alerts = Must(store.OpenAlerts());
+  AlertQuery resolved;
+  resolved.status = AlertStatus::kResolved;
+  resolved.limit = 1000;
+  for (auto& a : Must(store.Alerts(resolved)).items) v.alerts.push_back(std::move(a));
+  std::sort(v.alerts.begin(), v.alerts.end(), [](const auto& x, const auto& y) {
+    return x.id < y.id;
+  });
+  v.devices = Must(store.Devices(DeviceQuery{}));
+  DeadLetterQuery dlq;
+  dlq.limit = 1000;
+  v.dead_letters = ReadAllDeadLetters(store, dlq);
+  v.checkpoint = Must(store.LoadCheckpoint("aggregator", 0));
+  v.stats = Must(store.GetStats(At(600)));
+  return v;
+}
+
+void ExpectSameView(const View& got, const View& want) {
+  EXPECT_EQ(got.telemetry, want.telemetry);
+  EXPECT_EQ(got.aggregates, want.aggregates);
+  EXPECT_EQ(got.alerts, want.alerts);
+  EXPECT_EQ(got.devices, want.devices);
+  EXPECT_EQ(got.dead_letters, want.dead_letters);
+  EXPECT_EQ(got.checkpoint, want.checkpoint);
+  EXPECT_EQ(got.stats.devices, want.stats.devices);
+  EXPECT_EQ(got.stats.readings, want.stats.readings);
+  EXPECT_EQ(got.stats.aggregates, want.stats.aggregates);
+  EXPECT_EQ(got.stats.alerts, want.stats.alerts);
+  EXPECT_EQ(got.stats.active_alerts, want.stats.active_alerts);
+  EXPECT_EQ(got.stats.ingest_rate_per_s, want.stats.ingest_rate_per_s);
+}
+
+// DeadLetterKey identifies a dead letter (its unique position) for set comparisons.
+std::tuple<std::string, std::string, std::int32_t, std::int64_t> DeadLetterKey(
+    const DeadLetter& dl) {
+  return {dl.consumer, dl.topic, dl.partition, dl.offset};
+}
+
+// ExpectNewestFirstSameDeadLetters checks that `got` lists exactly `want` (each once), ordered by
+// failed_at descending (the order among equal times is the implementation's).
+void ExpectNewestFirstSameDeadLetters(const std::vector<DeadLetter>& got,
+                                      std::vector<DeadLetter> want) {
+  for (std::size_t i = 1; i < got.size(); ++i) {
+    EXPECT_GE(got[i - 1].failed_at, got[i].failed_at) << "at " << i;
+  }
+  std::vector<DeadLetter> sorted = got;
+  auto by_key = [](const DeadLetter& x, const DeadLetter& y) {
+    return DeadLetterKey(x) < DeadLetterKey(y);
+  };
+  std::sort(sorted.begin(), sorted.end(), by_key);
+  std::sort(want.begin(), want.end(), by_key);
+  EXPECT_EQ(sorted, want);
+}
+
 }  // namespace
 
 // ---- helpers ------------------------------------------------------------------------------
@@ -184,6 +257,34 @@ core::Alert MakeAlert(std::int64_t id, const std::string& device_id, core::Alert
   if (status == AlertStatus::kResolved) a.resolved_at = created_at + std::chrono::seconds(90);
   a.count = 4;
   return a;
+}
+
+DeadLetter MakeDeadLetter(const std::string& consumer, std::int64_t offset,
+                          core::Timestamp failed_at, std::string payload) {
+  DeadLetter dl;
+  dl.consumer = consumer;
+  dl.topic = "telemetry.raw";
+  dl.partition = 0;
+  dl.offset = offset;
+  dl.key = "dev-" + std::to_string(offset);
+  dl.payload = std::move(payload);
+  dl.reason = "undecodable: the payload is not a JSON object";
+  dl.attempts = 3;
+  dl.failed_at = failed_at;
+  return dl;
+}
+
+std::vector<DeadLetter> ReadAllDeadLetters(Store& store, DeadLetterQuery q) {
+  std::vector<DeadLetter> out;
+  for (int guard = 0; guard < 10000; ++guard) {
+    auto page = Must(store.DeadLetters(q));
+    EXPECT_LE(page.items.size(), q.limit);
+    out.insert(out.end(), page.items.begin(), page.items.end());
+    if (!page.next) return out;
+    q.after = page.next;
+  }
+  ADD_FAILURE() << "pagination did not end";
+  return out;
 }
 
 std::vector<StoredReading> ReadAll(Store& store, TelemetryQuery q) {
@@ -369,13 +470,13 @@ TEST_P(StoreConformance, ReplayedBatchWithAppliedCheckpointIsSkipped) {
   b.aggregates = {Delta("d", "temperature_c", minutes(1), At(0), {10, 20})};
   b.ingested = 2;
   b.processed_at = At(3);
-  b.checkpoint = Checkpoint{"aggregator", 0, 2};
+  b.checkpoint = Checkpoint{"aggregator", 0, 2, 0};
   IOT_ASSERT_OK(store().Apply(b));
   IOT_ASSERT_OK(store().Apply(b));
 
   // An older position with other content is skipped as well.
   WriteBatch older = BatchOf({MakeReading(5, "d", At(5))});
-  older.checkpoint = Checkpoint{"aggregator", 0, 1};
+  older.checkpoint = Checkpoint{"aggregator", 0, 1, 0};
   IOT_ASSERT_OK(store().Apply(older));
 
   EXPECT_EQ(Ids(Must(store().Telemetry(ForDevice("d"))).items), (std::vector<std::int64_t>{2, 1}));
@@ -389,7 +490,7 @@ TEST_P(StoreConformance, ReplayedBatchWithAppliedCheckpointIsSkipped) {
 
   // The next position is applied.
   WriteBatch next = BatchOf({MakeReading(3, "d", At(3))});
-  next.checkpoint = Checkpoint{"aggregator", 0, 3};
+  next.checkpoint = Checkpoint{"aggregator", 0, 3, 2};
   IOT_ASSERT_OK(store().Apply(next));
   EXPECT_EQ(DeviceOf(store(), "d").readings, 3);
 }
@@ -398,19 +499,103 @@ TEST_P(StoreConformance, CheckpointsAreKeptPerConsumerAndPartition) {
   EXPECT_EQ(Must(store().LoadCheckpoint("aggregator", 0)), std::nullopt);
 
   WriteBatch b;
-  b.checkpoint = Checkpoint{"aggregator", 0, 42};
+  b.checkpoint = Checkpoint{"aggregator", 0, 42, 0};
   IOT_ASSERT_OK(store().Apply(b));
-  b.checkpoint = Checkpoint{"aggregator", 3, 7};
+  b.checkpoint = Checkpoint{"aggregator", 3, 7, 0};
   IOT_ASSERT_OK(store().Apply(b));
-  b.checkpoint = Checkpoint{"alerts", 0, 5};
+  b.checkpoint = Checkpoint{"alerts", 0, 5, 0};
   IOT_ASSERT_OK(store().Apply(b));
-  b.checkpoint = Checkpoint{"aggregator", 0, 43};
+  b.checkpoint = Checkpoint{"aggregator", 0, 43, 42};
   IOT_ASSERT_OK(store().Apply(b));
 
   EXPECT_EQ(Must(store().LoadCheckpoint("aggregator", 0)), 43);
   EXPECT_EQ(Must(store().LoadCheckpoint("aggregator", 3)), 7);
   EXPECT_EQ(Must(store().LoadCheckpoint("alerts", 0)), 5);
   EXPECT_EQ(Must(store().LoadCheckpoint("alerts", 3)), std::nullopt);
+}
+
+// ---- checkpoint fencing ---------------------------------------------------------------------
+
+// A worker that lost its partition in a rebalance while applying a batch (a zombie) must not
+// apply a range that the partition's new owner applied in part: aggregates would count twice.
+TEST_P(StoreConformance, BatchOverlappingTheStoredCheckpointIsAbortedAndWritesNothing) {
+  WriteBatch first = BatchOf({MakeReading(1, "d", At(1), 10), MakeReading(2, "d", At(2), 20)});
+  first.aggregates = {Delta("d", "temperature_c", minutes(1), At(0), {10, 20})};
+  first.alert_upserts = {MakeAlert(7, "d", AlertStatus::kActive, At(1)),
+                         MakeAlert(9, "d", AlertStatus::kPending, At(2))};
+  first.dead_letters = {MakeDeadLetter("aggregator", 3, At(3))};
+  first.ingested = 2;
+  first.processed_at = At(3);
+  first.checkpoint = Checkpoint{"aggregator", 0, 10, 0};
+  IOT_ASSERT_OK(store().Apply(first));
+  const View before = ViewOf(store());
+  ASSERT_EQ(before.checkpoint, 10);
+
+  // [5, 15) overlaps the stored 10: new readings, a new device, aggregate merges, alert changes,
+  // a dead letter and an ingest count, none of which may be written.
+  WriteBatch zombie =
+      BatchOf({MakeReading(11, "d", At(11), 30), MakeReading(12, "e", At(12), 40)});
+  zombie.aggregates = {Delta("d", "temperature_c", minutes(1), At(0), {30}),
+                       Delta("e", "temperature_c", minutes(1), At(0), {40})};
+  zombie.alert_upserts = {MakeAlert(7, "d", AlertStatus::kResolved, At(1)),
+                          MakeAlert(8, "e", AlertStatus::kActive, At(12))};
+  zombie.alert_deletes = {9};
+  zombie.dead_letters = {MakeDeadLetter("aggregator", 13, At(13))};
+  zombie.ingested = 2;
+  zombie.processed_at = At(13);
+  zombie.checkpoint = Checkpoint{"aggregator", 0, 15, 5};
+  Status s = store().Apply(zombie);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, Errc::kAborted) << s.error().message;
+  ExpectSameView(ViewOf(store()), before);
+
+  // A batch that claims to start at 0 after 10 was stored is a zombie too.
+  zombie.checkpoint = Checkpoint{"aggregator", 0, 11, 0};
+  s = store().Apply(zombie);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, Errc::kAborted) << s.error().message;
+  ExpectSameView(ViewOf(store()), before);
+  EXPECT_EQ(Must(store().FindDevice("e")), std::nullopt);
+
+  // Ending at or before the stored position: applied already, skipped whatever it starts at.
+  zombie.checkpoint = Checkpoint{"aggregator", 0, 10, 5};
+  IOT_ASSERT_OK(store().Apply(zombie));
+  ExpectSameView(ViewOf(store()), before);
+}
+
+TEST_P(StoreConformance, BatchStartingAtOrBeyondTheStoredCheckpointIsApplied) {
+  WriteBatch first = BatchOf({MakeReading(1, "d", At(1))});
+  first.checkpoint = Checkpoint{"aggregator", 0, 10, 0};
+  IOT_ASSERT_OK(store().Apply(first));
+
+  // A gap (records 10 to 19 were deleted from the bus, or the worker was assigned at 20).
+  WriteBatch gap = BatchOf({MakeReading(21, "d", At(21))});
+  gap.aggregates = {Delta("d", "humidity", minutes(1), At(0), {40})};
+  gap.checkpoint = Checkpoint{"aggregator", 0, 30, 20};
+  IOT_ASSERT_OK(store().Apply(gap));
+  EXPECT_EQ(Must(store().LoadCheckpoint("aggregator", 0)), 30);
+
+  // Exactly at the stored position.
+  WriteBatch next = BatchOf({MakeReading(30, "d", At(30))});
+  next.aggregates = {Delta("d", "humidity", minutes(1), At(0), {42})};
+  next.checkpoint = Checkpoint{"aggregator", 0, 31, 30};
+  IOT_ASSERT_OK(store().Apply(next));
+  EXPECT_EQ(Must(store().LoadCheckpoint("aggregator", 0)), 31);
+  EXPECT_EQ(DeviceOf(store(), "d").readings, 3);
+  auto aggs = Must(store().Aggregates(AggregateQuery{})).items;
+  ASSERT_EQ(aggs.size(), 1u);
+  EXPECT_EQ(aggs[0].acc.count, 2);
+
+  // Nothing stored yet for another partition or consumer: applied from wherever it starts.
+  WriteBatch other = BatchOf({MakeReading((std::int64_t{1} << 40) | 45, "d", At(45))});
+  other.checkpoint = Checkpoint{"aggregator", 1, 50, 40};
+  IOT_ASSERT_OK(store().Apply(other));
+  WriteBatch alerts;
+  alerts.checkpoint = Checkpoint{"alerts", 0, 5, 3};
+  IOT_ASSERT_OK(store().Apply(alerts));
+  EXPECT_EQ(Must(store().LoadCheckpoint("aggregator", 1)), 50);
+  EXPECT_EQ(Must(store().LoadCheckpoint("alerts", 0)), 5);
+  EXPECT_EQ(DeviceOf(store(), "d").readings, 4);
 }
 
 TEST_P(StoreConformance, ReadingsWithAStoredMessageIdAreNotStoredTwice) {
@@ -450,7 +635,7 @@ TEST_P(StoreConformance, AggregatesMergeCountSumMinMaxExactlyAcrossBatches) {
   b1.aggregates = {Delta("d", "temperature_c", minutes(1), At(0), {1.25, 2.25})};
   WriteBatch b2;
   b2.aggregates = {Delta("d", "temperature_c", minutes(1), At(0), {0.5, 7.5, 2.0})};
-  b2.checkpoint = Checkpoint{"aggregator", 0, 10};
+  b2.checkpoint = Checkpoint{"aggregator", 0, 10, 0};
   IOT_ASSERT_OK(store().Apply(b1));
   IOT_ASSERT_OK(store().Apply(b2));
   IOT_ASSERT_OK(store().Apply(b2));  // replay: skipped
@@ -683,6 +868,115 @@ TEST_P(StoreConformance, OpenAlertsReturnsPendingAndActiveAlerts) {
   std::sort(open.begin(), open.end(), [](const auto& x, const auto& y) { return x.id < y.id; });
   EXPECT_EQ(open,
             (std::vector<core::Alert>{b.alert_upserts[0], b.alert_upserts[1], b.alert_upserts[3]}));
+}
+
+// ---- dead letters -------------------------------------------------------------------------
+
+TEST_P(StoreConformance, DeadLettersAreStoredWithTheirCheckpointByteForByteAndOnce) {
+  // Every byte value, NUL included, and sequences that are not UTF-8.
+  std::string payload;
+  for (int i = 0; i < 256; ++i) payload += static_cast<char>(i);
+  payload += "\xc3\x28\xed\xa0\x80\xf8";
+  DeadLetter dl = MakeDeadLetter("aggregator", 3, At(10), payload);
+  dl.key = std::string("k\0\xff", 3);
+  WriteBatch b;
+  b.dead_letters = {dl};
+  b.checkpoint = Checkpoint{"aggregator", 0, 4, 0};
+  IOT_ASSERT_OK(store().Apply(b));
+  EXPECT_EQ(Must(store().LoadCheckpoint("aggregator", 0)), 4);
+  DeadLetterQuery all;
+  EXPECT_EQ(ReadAllDeadLetters(store(), all), (std::vector<DeadLetter>{dl}));
+
+  // A replay of the batch is skipped, with a dead letter it did not have before.
+  b.dead_letters.push_back(MakeDeadLetter("aggregator", 2, At(11)));
+  IOT_ASSERT_OK(store().Apply(b));
+  // The same record given up on again (by another attempt, twice in one batch): the first kept.
+  DeadLetter again = dl;
+  again.reason = "store: unavailable";
+  again.attempts = 5;
+  again.failed_at = At(20);
+  again.payload = "other";
+  WriteBatch later;
+  later.dead_letters = {again, again};
+  later.checkpoint = Checkpoint{"aggregator", 0, 6, 4};
+  IOT_ASSERT_OK(store().Apply(later));
+  EXPECT_EQ(Must(store().LoadCheckpoint("aggregator", 0)), 6);
+  EXPECT_EQ(ReadAllDeadLetters(store(), all), (std::vector<DeadLetter>{dl}));
+
+  // The same offset of another consumer, topic or partition is another dead letter.
+  DeadLetter other_consumer = dl, other_topic = dl, other_partition = dl;
+  other_consumer.consumer = "alerts";
+  other_topic.topic = "telemetry.other";
+  other_partition.partition = 1;
+  WriteBatch others;
+  others.dead_letters = {other_consumer, other_topic, other_partition};
+  IOT_ASSERT_OK(store().Apply(others));
+  ExpectNewestFirstSameDeadLetters(ReadAllDeadLetters(store(), all),
+                                   {dl, other_consumer, other_topic, other_partition});
+}
+
+TEST_P(StoreConformance, DeadLettersListNewestFirstWithFiltersAndStablePages) {
+  std::vector<DeadLetter> all;
+  for (int i = 0; i < 12; ++i) {
+    // failed_at ties in threes; offsets are not in time order.
+    all.push_back(MakeDeadLetter("aggregator", 100 - 3 * i, At(100 + (i % 6) / 3 * 10.0 + i / 6)));
+  }
+  for (int i = 0; i < 5; ++i) all.push_back(MakeDeadLetter("alerts", i, At(100 + i * 5.0)));
+  // Seven at one instant: pages of three cut through them.
+  for (int i = 0; i < 7; ++i) all.push_back(MakeDeadLetter("alerts", 50 + i, At(50)));
+  WriteBatch b;
+  b.dead_letters = all;
+  IOT_ASSERT_OK(store().Apply(b));
+
+  for (std::optional<std::string> consumer :
+       {std::optional<std::string>(), std::optional<std::string>("alerts"),
+        std::optional<std::string>("aggregator"), std::optional<std::string>("nobody")}) {
+    for (bool ranged : {false, true}) {
+      std::vector<DeadLetter> want;
+      for (const auto& dl : all) {
+        if (consumer && dl.consumer != *consumer) continue;
+        if (ranged && (dl.failed_at < At(50) || dl.failed_at >= At(110))) continue;
+        want.push_back(dl);
+      }
+      DeadLetterQuery q;
+      q.consumer = consumer;
+      if (ranged) {
+        q.range.from = At(50);
+        q.range.to = At(110);
+      }
+      q.limit = 1000;
+      const auto whole = ReadAllDeadLetters(store(), q);
+      ExpectNewestFirstSameDeadLetters(whole, want);
+      for (std::size_t limit : {1u, 3u}) {
+        q.limit = limit;
+        // The same list, cut into pages with no gaps or repeats, also among equal times.
+        EXPECT_EQ(ReadAllDeadLetters(store(), q), whole)
+            << consumer.value_or("*") << " " << ranged << " " << limit;
+      }
+    }
+  }
+
+  DeadLetterQuery first;
+  first.limit = 3;
+  auto page = Must(store().DeadLetters(first));
+  ASSERT_EQ(page.items.size(), 3u);
+  EXPECT_EQ(page.items[0].failed_at, At(120));
+  ASSERT_TRUE(page.next.has_value());
+  DeadLetterQuery exact;
+  exact.limit = all.size();
+  EXPECT_FALSE(Must(store().DeadLetters(exact)).next.has_value());
+}
+
+TEST_P(StoreConformance, ExpireKeepsDeadLetters) {
+  Retention retention;
+  retention.raw = std::chrono::hours(1);
+  retention.aggregates = {{minutes(1), std::chrono::hours(1)}};
+  auto s = MakeStore(retention);
+  WriteBatch b;
+  b.dead_letters = {MakeDeadLetter("aggregator", 1, At(-1e6))};
+  IOT_ASSERT_OK(s->Apply(b));
+  (void)Must(s->Expire(At(1e8)));
+  EXPECT_EQ(ReadAllDeadLetters(*s, DeadLetterQuery{}), b.dead_letters);
 }
 
 // ---- devices ------------------------------------------------------------------------------

@@ -77,4 +77,12 @@ core::Alert MakeAlert(std::int64_t id, const std::string& device_id, core::Alert
 // ReadAll pages through Telemetry(q) with q.limit per page until `next` is unset.
 std::vector<StoredReading> ReadAll(Store& store, TelemetryQuery q);
 
+// MakeDeadLetter builds a dead letter of topic "telemetry.raw", partition 0, with every field set
+// (the key "dev-<offset>", 3 attempts).
+DeadLetter MakeDeadLetter(const std::string& consumer, std::int64_t offset,
+                          core::Timestamp failed_at, std::string payload = "{\"device_id\":");
+
+// ReadAllDeadLetters pages through DeadLetters(q) with q.limit per page until `next` is unset.
+std::vector<DeadLetter> ReadAllDeadLetters(Store& store, DeadLetterQuery q);
+
 }  // namespace iot::store::testing
