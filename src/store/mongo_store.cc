@@ -97,11 +97,36 @@ void LogToSpdlog(mongoc_log_level_t level, const char* domain, const char* messa
   }
 }
 
-// FinishFailedBulk decides about a bulk write that reported a failure: acceptable when every
-// write error is a duplicate key (the op was done before) and no write concern failed.
-Result<mongo::BulkOutcome> FinishFailedBulk(const bson_t* reply, const bson_error_t& error,
-                                            const char* collection) {
+// Reported counts what a bulk write's reply accounts for: statements that inserted, matched,
+// upserted or removed a document.
+std::int64_t Reported(const bson_t* reply) {
+  std::int64_t n = 0;
+  for (const char* field : {"nInserted", "nMatched", "nUpserted", "nRemoved"}) {
+    bson_iter_t it;
+    if (mongo::Find(reply, field, &it)) n += mongo::AsInt64(it).value_or(0);
+  }
+  return n;
+}
+
+// FailedBulk is a bulk write that reported write errors, all of them duplicate keys.
+struct FailedBulk {
   mongo::BulkOutcome outcome;
+  // complete is false when the reply does not account for every statement: the server stopped
+  // at a duplicate (FerretDB 1.x ends an update command at its first failing statement, reports
+  // that one at index 0 whichever it was, and leaves the statements after it undone), or the
+  // driver hid a network error of a later command of the bulk behind the duplicate it reports.
+  bool complete = true;
+};
+
+// FinishFailedBulk decides about a bulk write that reported a failure: acceptable when every
+// write error is a duplicate key (the op was done before) and no write concern failed. The bulk
+// had `statements` statements; `countable` says each of them is an insert or an upsert, which
+// the reply counts as inserted, matched or upserted unless it failed, so that completeness can
+// be checked (a remove or a plain update may rightly affect nothing).
+Result<FailedBulk> FinishFailedBulk(const bson_t* reply, const bson_error_t& error,
+                                    const char* collection, std::size_t statements,
+                                    bool countable) {
+  FailedBulk failed_bulk;
   auto failed = [&] { return mongo::ClassifyError(error, std::string("writing to ") + collection); };
   bson_iter_t concern, item;
   if (mongo::Find(reply, "writeConcernErrors", &concern) &&
@@ -114,7 +139,7 @@ Result<mongo::BulkOutcome> FinishFailedBulk(const bson_t* reply, const bson_erro
       !bson_iter_recurse(&errors, &item)) {
     return failed();  // no write errors: the whole command failed (network, server)
   }
-  bool any = false;
+  auto& duplicates = failed_bulk.outcome.duplicates;
   while (bson_iter_next(&item)) {
     bson_iter_t field;
     std::int64_t code = 0, index = -1;
@@ -125,13 +150,16 @@ Result<mongo::BulkOutcome> FinishFailedBulk(const bson_t* reply, const bson_erro
       index = mongo::AsInt64(field).value_or(-1);
     }
     if (code != mongo::kDuplicateKey || index < 0) return failed();
-    outcome.duplicates.push_back(static_cast<std::uint32_t>(index));
-    any = true;
+    duplicates.push_back(static_cast<std::uint32_t>(index));
   }
-  if (!any) return failed();
-  return outcome;
+  if (duplicates.empty()) return failed();
+  // A single statement's report is exact; otherwise the counts must add up.
+  failed_bulk.complete =
+      statements == 1 ||
+      (countable && Reported(reply) + static_cast<std::int64_t>(duplicates.size()) ==
+                        static_cast<std::int64_t>(statements));
+  return failed_bulk;
 }
-
 
 bool ValidDatabaseName(const std::string& name) {
   if (name.empty() || name.size() > 63) return false;
@@ -353,6 +381,7 @@ void MongoStore::Impl::Monitor() {
     bool ok = client != nullptr &&
               mongoc_client_command_simple(client, options.database.c_str(), ping.get(), nullptr,
                                            reply.out(), &error);
+    server_down.store(!ok);
     if (ok) {
       NoteSuccess();
     } else {
@@ -373,37 +402,70 @@ class UnorderedBulk {
     Bson opts;
     Builder(opts).Bool("ordered", false);
     bulk_ = mongoc_collection_create_bulk_operation_with_opts(coll, opts.get());
+    Builder(upsert_).Bool("upsert", true);
   }
   ~UnorderedBulk() { mongoc_bulk_operation_destroy(bulk_); }
   UnorderedBulk(const UnorderedBulk&) = delete;
   UnorderedBulk& operator=(const UnorderedBulk&) = delete;
-  mongoc_bulk_operation_t* get() { return bulk_; }
+
+  Status Insert(const bson_t* doc) {
+    return Added(mongoc_bulk_operation_insert_with_opts(bulk_, doc, nullptr, &error_), true);
+  }
+  Status Update(const bson_t* filter, const bson_t* update, bool upsert) {
+    return Added(mongoc_bulk_operation_update_one_with_opts(bulk_, filter, update, Opts(upsert),
+                                                            &error_),
+                 upsert);
+  }
+  Status Replace(const bson_t* filter, const bson_t* replacement, bool upsert) {
+    return Added(mongoc_bulk_operation_replace_one_with_opts(bulk_, filter, replacement,
+                                                             Opts(upsert), &error_),
+                 upsert);
+  }
+  Status Remove(const bson_t* filter) {
+    return Added(mongoc_bulk_operation_remove_one_with_opts(bulk_, filter, nullptr, &error_),
+                 false);
+  }
 
   // Execute sends it; duplicate keys are reported in the outcome (see FinishFailedBulk).
-  Result<mongo::BulkOutcome> Execute(const char* collection) {
+  Result<FailedBulk> Execute(const char* collection) {
     mongo::Reply reply;
     bson_error_t error;
-    if (mongoc_bulk_operation_execute(bulk_, reply.out(), &error) != 0) {
-      return mongo::BulkOutcome{};
-    }
-    return FinishFailedBulk(reply.get(), error, collection);
+    if (mongoc_bulk_operation_execute(bulk_, reply.out(), &error) != 0) return FailedBulk{};
+    return FinishFailedBulk(reply.get(), error, collection, statements_, countable_);
   }
 
  private:
+  const bson_t* Opts(bool upsert) const { return upsert ? upsert_.get() : nullptr; }
+  Status Added(bool ok, bool countable) {
+    if (!ok) return MakeError(Errc::kInternal, std::string("bulk write: ") + error_.message);
+    ++statements_;
+    countable_ = countable_ && countable;
+    return Status::Ok();
+  }
+
   mongoc_bulk_operation_t* bulk_;
+  Bson upsert_;
+  bson_error_t error_{};
+  std::size_t statements_ = 0;
+  bool countable_ = true;  // every statement an insert or an upsert
 };
 
-// BulkCommand runs ops[begin, end) as one unordered bulk write.
+// Idempotent says whether running `op` again after it was done changes nothing: a guarded op
+// (its high-water mark stops it), an insert (a duplicate), a replacement or a delete.
+bool Idempotent(const mongo::Op& op) {
+  return op.kind != mongo::Op::kUpdate || !bson_empty(op.guard.get());
+}
+
+// BulkCommand runs ops[begin, end) as one unordered bulk write. When the reply does not account
+// for every op (a duplicate stopped the server part way, see FailedBulk), the ops are run again
+// one per command, whose reply is exact: those done already are duplicates again (their guard),
+// the others are done now.
 Result<mongo::BulkOutcome> BulkCommand(mongoc_collection_t* coll, const char* collection,
                                        const std::vector<const mongo::Op*>& ops,
                                        std::size_t begin, std::size_t end) {
   UnorderedBulk bulk(coll);
-  bson_error_t error;
-  Bson upsert;
-  Builder(upsert).Bool("upsert", true);
   for (std::size_t i = begin; i < end; ++i) {
     const mongo::Op* op = ops[i];
-    bool ok = false;
     Bson combined;
     const bson_t* filter = op->filter.get();
     if (!bson_empty(op->guard.get())) {
@@ -411,25 +473,42 @@ Result<mongo::BulkOutcome> BulkCommand(mongoc_collection_t* coll, const char* co
       bson_concat(combined.get(), op->guard.get());
       filter = combined.get();
     }
+    Status added;
     switch (op->kind) {
       case mongo::Op::kUpdate:
-        ok = mongoc_bulk_operation_update_one_with_opts(
-            bulk.get(), filter, op->update.get(), op->upsert ? upsert.get() : nullptr, &error);
+        added = bulk.Update(filter, op->update.get(), op->upsert);
         break;
       case mongo::Op::kReplace:
-        ok = mongoc_bulk_operation_replace_one_with_opts(
-            bulk.get(), filter, op->update.get(), op->upsert ? upsert.get() : nullptr, &error);
+        added = bulk.Replace(filter, op->update.get(), op->upsert);
         break;
       case mongo::Op::kDelete:
-        ok = mongoc_bulk_operation_remove_one_with_opts(bulk.get(), filter, nullptr, &error);
+        added = bulk.Remove(filter);
         break;
       case mongo::Op::kInsert:
-        ok = mongoc_bulk_operation_insert_with_opts(bulk.get(), op->update.get(), nullptr, &error);
+        added = bulk.Insert(op->update.get());
         break;
     }
-    if (!ok) return MakeError(Errc::kInternal, std::string("bulk write: ") + error.message);
+    if (!added) return added.error();
   }
-  return bulk.Execute(collection);
+  auto done = bulk.Execute(collection);
+  if (!done) return done.error();
+  if (done->complete) return std::move(done->outcome);
+  for (std::size_t i = begin; i < end; ++i) {
+    if (!Idempotent(*ops[i])) {
+      return MakeError(Errc::kInternal,
+                       std::string("a duplicate key stopped a bulk write to ") + collection +
+                           " part way, and it has unguarded updates that cannot be run again");
+    }
+  }
+  mongo::BulkOutcome outcome;
+  for (std::size_t i = begin; i < end; ++i) {
+    auto one = BulkCommand(coll, collection, ops, i, i + 1);
+    if (!one) return one.error();
+    if (!one->duplicates.empty()) {
+      outcome.duplicates.push_back(static_cast<std::uint32_t>(i - begin));
+    }
+  }
+  return outcome;
 }
 
 }  // namespace
@@ -456,13 +535,18 @@ Result<mongo::BulkOutcome> MongoStore::Impl::InsertMany(mongo::Lease& lease,
   if (docs.empty()) return mongo::BulkOutcome{};
   auto coll = Coll(lease, collection);
   UnorderedBulk bulk(coll.get());
-  bson_error_t error;
   for (const Bson& doc : docs) {
-    if (!mongoc_bulk_operation_insert_with_opts(bulk.get(), doc.get(), nullptr, &error)) {
-      return MakeError(Errc::kInternal, std::string("bulk insert: ") + error.message);
-    }
+    if (Status s = bulk.Insert(doc.get()); !s) return s.error();
   }
-  return bulk.Execute(collection);
+  auto done = bulk.Execute(collection);
+  if (!done) return done.error();
+  if (!done->complete) {
+    // Some documents were neither inserted nor found there already: inserting them all again
+    // (Retry) is harmless, the stored ones are duplicates.
+    return MakeError(Errc::kUnavailable, std::string("a bulk insert into ") + collection +
+                                             " stopped part way; try again");
+  }
+  return std::move(done->outcome);
 }
 
 Result<std::int64_t> MongoStore::Impl::Count(mongo::Lease& lease, const char* collection,

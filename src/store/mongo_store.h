@@ -42,7 +42,8 @@
 //
 // Transient errors (no server, a network error, a primary stepping down) are retried inside each
 // call with exponential backoff and jitter up to `max_attempts`, then surface as kUnavailable,
-// which the workers retry.
+// which the workers retry. Once the health check (Ping) finds the server down, they surface
+// after the attempt that failed: an outage reaches the workers, which pause and back off.
 //
 // Thread-safety: every method may be called from any thread; each call takes a client from a
 // pool of `max_pool_size` connections.

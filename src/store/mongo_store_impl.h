@@ -122,6 +122,9 @@ struct MongoStore::Impl {
 
   // Health, kept by a monitor thread that pings the server every second.
   std::atomic<bool> reachable{false};
+  // server_down is the monitor's last answer: its ping failed. Retry then stops retrying, so an
+  // outage reaches the callers (the workers pause and back off) instead of being waited out.
+  std::atomic<bool> server_down{false};
   std::mutex health_mu;
   std::string last_error;
   std::condition_variable monitor_cv;
@@ -141,7 +144,8 @@ struct MongoStore::Impl {
   void NoteSuccess();
   mongo::Collection Coll(mongo::Lease& lease, const char* name);
   // Retry runs `fn` (which returns a Status or Result) until it succeeds, fails with an error
-  // other than kUnavailable, or max_attempts are used up; backoff doubles with full jitter.
+  // other than kUnavailable, max_attempts are used up, or the health monitor finds the server
+  // down; backoff doubles with full jitter.
   template <typename F>
   auto Retry(F&& fn) -> decltype(fn());
   // Command runs a database command and returns its reply.
@@ -243,7 +247,8 @@ auto MongoStore::Impl::Retry(F&& fn) -> decltype(fn()) {
       NoteSuccess();
       return result;
     }
-    if (result.error().code != Errc::kUnavailable || attempt >= options.max_attempts) {
+    if (result.error().code != Errc::kUnavailable || attempt >= options.max_attempts ||
+        server_down.load()) {
       if (result.error().code == Errc::kUnavailable) NoteFailure(result.error());
       return result;
     }

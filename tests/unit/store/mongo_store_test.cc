@@ -4,6 +4,7 @@
 #include "store/mongo_store.h"
 
 #include <gtest/gtest.h>
+#include <mongoc/mongoc.h>
 
 #include <algorithm>
 #include <chrono>
@@ -14,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "store/mongo_bson.h"
 #include "testing/ferretdb.h"
 #include "testing/test_util.h"
 #include "unit/store/store_conformance.h"
@@ -236,6 +238,91 @@ INSTANTIATE_TEST_SUITE_P(Steps, MongoRebalanceTest,
                          ::testing::Values("commit", "apply:devices", "apply:aggregated_data",
                                            "apply:alerts"),
                          StepName);
+
+// ---- a server that stops in the middle of a write command -----------------------------------
+
+// DoFirstStatementOf does to database `db` what a server that stops in the middle of the pending
+// journal's command on `collection` leaves behind: that command's first statement done, the
+// others not (FerretDB runs the statements of a command one after the other). Returns false when
+// the journal has no update of `collection`.
+bool DoFirstStatementOf(const std::string& db, const std::string& collection) {
+  mongo::Bson filter, update;
+  bool found = false;
+  mongoc_client_t* client = mongoc_client_new(FerretDbEnvironment::Url().c_str());
+  if (client == nullptr) return false;
+  mongoc_collection_t* journal = mongoc_client_get_collection(client, db.c_str(), "journal");
+  mongo::Bson query, opts;
+  mongo::Builder(query).Str("checkpoint", "aggregator/0");
+  mongo::Builder(opts).Doc("sort", [](mongo::Builder& b) { b.Int32("part", 1); });
+  mongoc_cursor_t* cursor =
+      mongoc_collection_find_with_opts(journal, query.get(), opts.get(), nullptr);
+  const bson_t* part = nullptr;
+  while (!found && mongoc_cursor_next(cursor, &part)) {
+    bson_iter_t ops, op, field;
+    if (!mongo::Find(part, "ops", &ops) || !bson_iter_recurse(&ops, &op)) continue;
+    while (!found && bson_iter_next(&op)) {
+      if (!bson_iter_recurse(&op, &field)) continue;
+      std::string c;
+      std::int64_t kind = -1;
+      mongo::Bson q, g, u;
+      while (bson_iter_next(&field)) {
+        std::string_view key = bson_iter_key(&field);
+        if (key == "c") c = std::string(mongo::AsString(field).value_or(""));
+        if (key == "k") kind = mongo::AsInt64(field).value_or(-1);
+        if (key == "q") q = mongo::Bson::FromIter(field);
+        if (key == "g") g = mongo::Bson::FromIter(field);
+        if (key == "u") u = mongo::Bson::FromIter(field);
+      }
+      if (c != collection || kind != 0) continue;  // 0: an update
+      bson_concat(filter.get(), q.get());
+      bson_concat(filter.get(), g.get());
+      update = std::move(u);
+      found = true;
+    }
+  }
+  mongoc_cursor_destroy(cursor);
+  mongoc_collection_destroy(journal);
+  if (found) {
+    mongoc_collection_t* target = mongoc_client_get_collection(client, db.c_str(),
+                                                               collection.c_str());
+    mongo::Bson upsert;
+    mongo::Builder(upsert).Bool("upsert", true);
+    bson_error_t error;
+    found = mongoc_collection_update_one(target, filter.get(), update.get(), upsert.get(),
+                                         nullptr, &error);
+    EXPECT_TRUE(found) << error.message;
+    mongoc_collection_destroy(target);
+  }
+  mongoc_client_destroy(client);
+  return found;
+}
+
+// A server that stops in the middle of a command of the journal (an outage) has done the
+// command's first statements. Applying the journal again, its first statement is a duplicate
+// (the high-water mark), at which FerretDB ends the whole command and reports index 0: the
+// statements after it must still be done, not taken as done.
+class MongoStoppedMidCommandTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MongoStoppedMidCommandTest, TheRestOfTheCommandIsDoneWhenTheJournalIsAppliedAgain) {
+  const std::string db = FerretDbEnvironment::UniqueDatabaseName("midcmd");
+  {
+    MongoStoreOptions o = OptionsFor(FerretDbEnvironment::Url(), db);
+    auto armed = std::make_shared<bool>(false);
+    o.crash_at = [armed](std::string_view at) { return *armed && at == "commit"; };
+    auto crashing = Must(MongoStore::Open(o));
+    IOT_ASSERT_OK(crashing->Apply(AggregatorBatch(0, 40)));
+    *armed = true;
+    ASSERT_FALSE(crashing->Apply(AggregatorBatch(40, 100)).ok());
+  }
+  ASSERT_TRUE(DoFirstStatementOf(db, GetParam())) << "no pending update of " << GetParam();
+  auto store = Must(MongoStore::Open(OptionsFor(FerretDbEnvironment::Url(), db)));
+  EXPECT_EQ(Must(store->LoadCheckpoint("aggregator", 0)), 100);  // applies the journal again
+  IOT_ASSERT_OK(store->Apply(AggregatorBatch(100, 150)));
+  ExpectEachMessageCountedOnce(*store, 150);
+}
+
+INSTANTIATE_TEST_SUITE_P(Collections, MongoStoppedMidCommandTest,
+                         ::testing::Values("devices", "aggregated_data"));
 
 // A writer whose cached checkpoint is stale (the partition moved to another writer and back, or
 // it is a zombie) learns the stored position when its commit fails, and then answers exactly:
