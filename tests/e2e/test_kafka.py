@@ -280,7 +280,9 @@ def test_a_poison_message_becomes_a_dead_letter_and_does_not_block_its_partition
         assert d["attempts"] == 1
         assert d["topic"] == cluster.topic
         assert d["offset"] >= 1
-    assert agg.metric('aggregator_dead_letters_total{cause="undecodable"}') == 1
+    # Counted once the batch is applied (a moment after the store shows it).
+    assert eventually(
+        lambda: agg.metric('aggregator_dead_letters_total{cause="undecodable"}') == 1, timeout=10)
 
     # DLQ_TOPIC carries the same, readable by any Kafka client.
     out = kcat("-b", kafka.bootstrap, "-C", "-t", cluster.dlq_topic, "-e", "-q")
