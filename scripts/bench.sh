@@ -32,3 +32,6 @@ run mongo_store_bench env FERRETDB="$(scripts/ferretdb.sh build)" \
   IOT_BENCH_READINGS="${IOT_BENCH_READINGS:-1000000}" "$B/mongo_store_bench"
 run system python3 bench/system_bench.py --iotd "$BUILD/src/app/iotd" \
   --runs "${BENCH_RUNS:-3}" --readings "${BENCH_READINGS:-10000000}"
+# Distributed mode: one local Kafka broker, iotd ingest / iotd all on it (about 6 minutes).
+run kafka env KAFKA_LIBS="$(scripts/kafka.sh build)" python3 bench/kafka_bench.py \
+  --iotd "$BUILD/src/app/iotd" --runs "${BENCH_RUNS:-3}"

@@ -218,8 +218,8 @@ def test_kill9_of_an_aggregator_mid_stream_the_other_takes_over_exactly(cluster)
     wait_total(dash, stream.total())
     assert_each_acknowledged_reading_stored_once(dash, stream)
     # The survivor got the victim's partitions.
-    lags = survivor.metrics_matching("aggregator_consumer_lag{")
-    assert len(lags) == 6, lags
+    assert eventually(lambda: len(survivor.metrics_matching("aggregator_consumer_lag{")) == 6,
+                      timeout=20), survivor.metrics_matching("aggregator_consumer_lag{")
     assert survivor.metric("aggregator_rebalances_total") >= 2
 
 
