@@ -211,6 +211,20 @@ void AddCommon(CLI::App* app, Config& c) {
 
 }  // namespace
 
+std::optional<std::chrono::milliseconds> ParseKafkaDuration(const std::string& text) {
+  // "0", "0ms", "0s": librdkafka's linger.ms=0 (send at once) is a useful setting.
+  const std::size_t digits = text.find_first_not_of('0');
+  if (!text.empty() && digits != 0) {
+    const std::string unit = digits == std::string::npos ? "" : text.substr(digits);
+    for (const char* u : {"", "ms", "s", "m", "h", "d", "w"}) {
+      if (unit == u) return std::chrono::milliseconds(0);
+    }
+  }
+  auto d = core::ParseDuration(text);
+  if (!d || d->count() < 0) return std::nullopt;
+  return std::chrono::duration_cast<std::chrono::milliseconds>(*d);
+}
+
 const char* RoleName(Role role) {
   switch (role) {
     case Role::kAll: return "all";
@@ -373,8 +387,8 @@ Status Validate(const Config& c) {
         {"KAFKA_TIMEOUT", &c.kafka.startup_timeout},
         {"DLQ_REPLAY_IDLE", &c.dlq_replay.idle}};
     for (const auto& [name, value] : durations) {
-      auto d = core::ParseDuration(*value);
-      if (!d || d->count() < 0) {
+      auto d = ParseKafkaDuration(*value);
+      if (!d) {
         return MakeError(Errc::kInvalidArgument,
                          std::string(name) + ": not a duration: " + *value + " (e.g. 10s)");
       }

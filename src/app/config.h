@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -123,6 +124,10 @@ Status Validate(const Config& config);
 // of AGG_RETENTION with how long it is kept). For a config that Validate accepted; an invalid
 // one gives an empty Retention.
 store::Retention RetentionFrom(const Config& config);
+
+// ParseKafkaDuration parses a Kafka duration option: what core::ParseDuration takes, or zero
+// ("0", "0ms"); nullopt when invalid.
+std::optional<std::chrono::milliseconds> ParseKafkaDuration(const std::string& text);
 
 const char* RoleName(Role role);
 

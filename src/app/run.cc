@@ -232,7 +232,7 @@ bus::KafkaProducerOptions ProducerFrom(const Config& c, const std::string& topic
   bus::KafkaProducerOptions o;
   o.kafka = KafkaFrom(c);
   o.topic = topic;
-  o.linger = Millis(c.kafka.linger);
+  o.linger = *ParseKafkaDuration(c.kafka.linger);  // Validate checked it
   o.batch_bytes = c.kafka.batch_bytes;
   o.compression = c.kafka.compression;
   o.delivery_timeout = Millis(c.kafka.delivery_timeout);

@@ -547,6 +547,11 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::Create(const KafkaConsumer
                                    {"heartbeat.interval.ms",
                                     std::to_string(std::max<std::int64_t>(
                                         100, o.session_timeout.count() / 4))},
+                                   // Keep fetching while the worker applies a batch: librdkafka
+                                   // 2.0 pauses a partition for a second at 100,000 queued
+                                   // messages (memory stays bounded by
+                                   // queued.max.messages.kbytes, 64 MiB).
+                                   {"queued.min.messages", "1000000"},
                                    // Only what the producers committed (no aborted transactions).
                                    {"isolation.level", "read_committed"},
                                });

@@ -242,6 +242,13 @@ TEST_F(ConfigTest, KafkaOptionsHaveDefaultsAndTheirVariables) {
   EXPECT_FALSE(c.kafka.create_topics);
   EXPECT_EQ(c.kafka.compression, "zstd");
   EXPECT_FALSE(Invalid({"ingest", "--bus", "kafka"}).has_value());
+  EXPECT_FALSE(Invalid({"ingest", "--bus", "kafka", "--kafka-linger", "0"}).has_value());
+  EXPECT_EQ(ParseKafkaDuration("0ms"), std::chrono::milliseconds(0));
+  EXPECT_EQ(ParseKafkaDuration("0"), std::chrono::milliseconds(0));
+  EXPECT_EQ(ParseKafkaDuration("250ms"), std::chrono::milliseconds(250));
+  EXPECT_FALSE(ParseKafkaDuration("0x").has_value());
+  EXPECT_FALSE(ParseKafkaDuration("").has_value());
+  EXPECT_FALSE(ParseKafkaDuration("-1s").has_value());
   Config r = Parse({"dlq", "replay", "--bus", "kafka", "--consumer", "alerts"});
   EXPECT_EQ(r.role, Role::kDlqReplay);
   EXPECT_EQ(r.dlq_replay.consumer, "alerts");
