@@ -322,7 +322,7 @@ std::vector<std::int64_t> StoredIds(store::Store& s) {
 
 TEST_F(WorkerTest, AnUndecodableRecordBecomesADeadLetterAtOnceAndTheOthersAreApplied) {
   AppendReadings(0, {1});
-  const std::string garbage("\x01\xff{not a reading", 19);
+  const std::string garbage = std::string("\x01\xff") + "{not a reading";
   consumer_.Append("dev-x", garbage);
   AppendReadings(20, {3});
   CapturingProducer dlq;
