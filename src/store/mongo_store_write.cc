@@ -359,6 +359,10 @@ Status MongoStore::Impl::Execute(mongo::Lease& lease, const std::vector<Op>& ops
         }
       }
     }
+    // Devices last: a device's reading count then includes a reading only once its aggregates
+    // and alerts are written, so a client that waits for the count sees them too.
+    std::stable_partition(groups.begin(), groups.end(),
+                          [](const auto& group) { return group.first != mongo::kDevices; });
     for (const auto& [collection, list] : groups) {
       auto outcome = Bulk(lease, collection.c_str(), list);
       if (!outcome) return outcome.error();
