@@ -21,6 +21,11 @@ packages=(
   # tests of the Kafka bus: kcat (an independent client that checks what iotd produced), and Java
   # + Maven for the broker, whose jars scripts/kafka.sh fetches from Maven Central
   kcat default-jre-headless maven
+  # tests of the deployment files (tests/deploy): Debian's docker-compose checks the compose
+  # files, shellcheck every script, dpkg-dev builds the .deb's dependencies (dpkg-shlibdeps),
+  # systemd's systemd-analyze verifies its unit; Go (installed with the machine) checks the
+  # Kubernetes manifests and the Dockerfile with Kubernetes' and BuildKit's own Go packages
+  docker-compose shellcheck dpkg-dev systemd adduser
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(wrk nginx-light)
@@ -34,12 +39,16 @@ for p in "${packages[@]}"; do
 done
 
 install_pytest() {
-  # The end-to-end tests use pytest with the first python3 on PATH.
-  if ! python3 -c 'import pytest' 2>/dev/null; then
-    echo "install-deps: installing pytest from PyPI" >&2
-    python3 -m pip install --quiet pytest 2>/dev/null ||
-      python3 -m pip install --quiet --break-system-packages pytest
-  fi
+  # The end-to-end and deployment tests use pytest and PyYAML with the first python3 on PATH.
+  local module package
+  for module in pytest:pytest yaml:pyyaml; do
+    package=${module#*:}
+    if ! python3 -c "import ${module%%:*}" 2>/dev/null; then
+      echo "install-deps: installing $package from PyPI" >&2
+      python3 -m pip install --quiet "$package" 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages "$package"
+    fi
+  done
 }
 
 if ((${#missing[@]} == 0)); then

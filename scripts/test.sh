@@ -7,7 +7,7 @@
 #   3. unit tests again under AddressSanitizer + UBSan
 #   4. a bounded libFuzzer run of the reading parser
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 JOBS=$(nproc)
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 declare -A result

@@ -234,6 +234,8 @@ const char* RoleName(Role role) {
     case Role::kDashboard: return "dashboard";
     case Role::kLoadgen: return "loadgen";
     case Role::kDlqReplay: return "dlq replay";
+    case Role::kHealth: return "health";
+    case Role::kOptions: return "options";
   }
   return "?";
 }
@@ -298,6 +300,25 @@ void BuildCli(CLI::App& app, Config& c) {
       "Stop after this long without a new dead letter");
   AddCommon(replay, c);
 
+  auto* health = app.add_subcommand(
+      "health", "Health check: GET /health of this machine's iotd (exit 0 healthy, 1 not); "
+                "for a container's HEALTHCHECK");
+  health->parse_complete_callback([&c] { c.role = Role::kHealth; });
+  health->add_option("url", c.health_urls,
+                     "URLs to probe (default: /health on 127.0.0.1 at every role's port)");
+  Opt(health, "--ingest-port", "INGEST_PORT", c.ingest_port, "Ingestion API port");
+  Opt(health, "--dashboard-port", "DASHBOARD_PORT", c.dashboard_port, "Dashboard API port");
+  Opt(health, "--aggregator-port", "AGGREGATOR_PORT", c.aggregator_port,
+      "Aggregator metrics/health port");
+  Opt(health, "--alerts-port", "ALERTS_PORT", c.alerts_port, "Alerts worker metrics/health port");
+  health->add_option("--timeout", c.health_timeout, "Limit of each probe (e.g. 2s)")
+      ->capture_default_str();
+
+  auto* options = app.add_subcommand(
+      "options", "List every role's options with their environment variables and defaults");
+  options->parse_complete_callback([&c] { c.role = Role::kOptions; });
+  options->add_flag("--json", c.options_json, "Print JSON (for tools)");
+
   auto* lg = app.add_subcommand("loadgen", "Load generator (the seed's tools/load_generator.py)");
   lg->parse_complete_callback([&c] { c.role = Role::kLoadgen; });
   auto& l = c.loadgen;
@@ -323,6 +344,14 @@ void BuildCli(CLI::App& app, Config& c) {
 }
 
 Status Validate(const Config& c) {
+  if (c.role == Role::kOptions) return Status::Ok();
+  if (c.role == Role::kHealth) {
+    if (auto t = core::ParseDuration(c.health_timeout); !t || t->count() <= 0) {
+      return MakeError(Errc::kInvalidArgument, "--timeout: not a positive duration: " +
+                                                   c.health_timeout);
+    }
+    return Status::Ok();
+  }
   if (c.role == Role::kLoadgen) {
     if (!c.loadgen.duration.empty() && !core::ParseDuration(c.loadgen.duration)) {
       return MakeError(Errc::kInvalidArgument, "--duration: not a duration: " + c.loadgen.duration);
@@ -403,6 +432,79 @@ Status Validate(const Config& c) {
     }
   }
   return Status::Ok();
+}
+
+std::vector<std::string> HealthUrls(const Config& c) {
+  if (!c.health_urls.empty()) return c.health_urls;
+  std::vector<std::string> urls;
+  for (std::uint16_t port : {c.ingest_port, c.dashboard_port, c.aggregator_port, c.alerts_port}) {
+    urls.push_back(fmt::format("http://127.0.0.1:{}/health", port));
+  }
+  return urls;
+}
+
+namespace {
+
+// Options of `app` and its subcommands, depth first, each under its full name ("dlq replay").
+void CollectOptions(const CLI::App& app, const std::string& prefix,
+                    std::vector<std::pair<std::string, const CLI::Option*>>& out) {
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    const std::string name = prefix.empty() ? sub->get_name() : prefix + " " + sub->get_name();
+    if (sub->get_name() == "options") continue;
+    for (const CLI::Option* o : sub->get_options()) {
+      if (o->get_name() == "--help") continue;
+      out.emplace_back(name, o);
+    }
+    CollectOptions(*sub, name, out);
+  }
+}
+
+std::string JsonString(std::string_view s) {
+  std::string out = "\"";
+  for (const char ch : s) {
+    const auto u = static_cast<unsigned char>(ch);
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (u < 0x20) {
+      out += fmt::format("\\u{:04x}", u);
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+std::string DescribeOptions(const CLI::App& app, bool json) {
+  std::vector<std::pair<std::string, const CLI::Option*>> options;
+  CollectOptions(app, "", options);
+  std::string out;
+  if (!json) {
+    for (const auto& [role, o] : options) {
+      out += fmt::format("{:<12} {:<28} {:<26} {}\n", role, o->get_name(),
+                         o->get_envname().empty() ? "-" : o->get_envname(),
+                         o->get_default_str());
+    }
+    return out;
+  }
+  out = "{\"roles\": {";
+  std::string current;
+  for (const auto& [role, o] : options) {
+    if (role != current) {
+      out += fmt::format("{}\n  {}: [", current.empty() ? "" : "],", JsonString(role));
+      current = role;
+    } else {
+      out += ",";
+    }
+    out += fmt::format("\n    {{\"flag\": {}, \"env\": {}, \"default\": {}, \"help\": {}}}",
+                       JsonString(o->get_name()),
+                       o->get_envname().empty() ? "null" : JsonString(o->get_envname()),
+                       JsonString(o->get_default_str()), JsonString(o->get_description()));
+  }
+  out += current.empty() ? "}}\n" : "]\n}}\n";
+  return out;
 }
 
 store::Retention RetentionFrom(const Config& c) {

@@ -23,7 +23,9 @@ class App;
 
 namespace iot::app {
 
-enum class Role { kAll, kIngest, kAggregator, kAlerts, kDashboard, kLoadgen, kDlqReplay };
+enum class Role {
+  kAll, kIngest, kAggregator, kAlerts, kDashboard, kLoadgen, kDlqReplay, kHealth, kOptions
+};
 
 struct Config {
   Role role = Role::kAll;
@@ -112,6 +114,11 @@ struct Config {
     std::string consumer;                   // only dead letters of this worker (empty: all)
     std::string idle = "5s";                // stop after this long without a new dead letter
   } dlq_replay;
+
+  // iotd health (a container health check) and iotd options (every option, for tools).
+  std::vector<std::string> health_urls;  // empty: each role's port on 127.0.0.1
+  std::string health_timeout = "2s";
+  bool options_json = false;
 };
 
 // BuildCli declares the subcommands and their options on `app`, bound to `config`.
@@ -130,5 +137,14 @@ store::Retention RetentionFrom(const Config& config);
 std::optional<std::chrono::milliseconds> ParseKafkaDuration(const std::string& text);
 
 const char* RoleName(Role role);
+
+// HealthUrls is what `iotd health` probes: its URLs, or /health on 127.0.0.1 at every role's
+// port (INGEST_PORT, DASHBOARD_PORT, AGGREGATOR_PORT, ALERTS_PORT).
+std::vector<std::string> HealthUrls(const Config& config);
+
+// DescribeOptions lists every subcommand's options with their environment variables and
+// defaults: a table, or JSON ({"roles": {"all": [{"flag", "env", "default", "help"}...]}})
+// for tools such as the deployment tests that check a manifest sets only variables iotd reads.
+std::string DescribeOptions(const CLI::App& app, bool json);
 
 }  // namespace iot::app

@@ -6,6 +6,8 @@
 #include <spdlog/spdlog.h>
 
 #include "app/config.h"
+#include "app/health_probe.h"
+#include "core/time.h"
 #include "app/logging.h"
 #include "app/run.h"
 
@@ -19,6 +21,10 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return cli.exit(e);
   }
+  if (config.role == iot::app::Role::kOptions) {
+    std::fputs(iot::app::DescribeOptions(cli, config.options_json).c_str(), stdout);
+    return 0;
+  }
   if (!iot::app::InitLogging(config.log_level)) {
     std::fprintf(stderr, "iotd: unknown LOG_LEVEL %s\n", config.log_level.c_str());
     return 2;
@@ -29,6 +35,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::signal(SIGPIPE, SIG_IGN);
+  if (config.role == iot::app::Role::kHealth) {
+    const auto timeout = *iot::core::ParseDuration(config.health_timeout);
+    return iot::app::RunHealth(iot::app::HealthUrls(config),
+                               std::chrono::duration_cast<std::chrono::milliseconds>(timeout));
+  }
   if (config.role == iot::app::Role::kLoadgen) return iot::app::RunLoadgen(config);
   if (config.role == iot::app::Role::kDlqReplay) return iot::app::RunDlqReplay(config);
   return iot::app::RunServer(config);

@@ -29,3 +29,27 @@ def test_metrics_on_both_ports_pass_promtool(iotd):
                      "alerts_records_total", "aggregator_consumer_lag",
                      "process_resident_memory_bytes"):
             assert name in text, name
+
+
+def test_the_shipped_alerting_rules_use_metrics_iotd_exports(iotd):
+    """deploy/prometheus/rules.yml names only metrics that iotd really exports (a renamed metric
+    would silently disable an alert)."""
+    import re
+
+    import yaml
+
+    from conftest import ROOT
+
+    exported = set()
+    for url in (iotd.ingest("/metrics"), iotd.dash("/metrics")):
+        exported |= set(re.findall(r"^# TYPE (\w+) ", request("GET", url).body.decode(), re.M))
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/rules.yml").read_text())
+    used = set()
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            expr = re.sub(r"\{[^}]*\}|\[[^]]*\]|\"[^\"]*\"", "", rule["expr"])
+            names = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr))
+            used |= names - {"up", "rate", "increase", "max", "by", "or", "and", "job",
+                             "instance", "sum"}
+    assert used, "no metric found in the rules"
+    assert used <= exported, f"not exported by iotd: {sorted(used - exported)}"
