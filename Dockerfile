@@ -5,6 +5,8 @@
 #   docker run iotd aggregator | alerts | dashboard | loadgen ...
 # Configuration is environment variables only (README, `iotd options`). Data lives in the
 # volume /var/lib/iotd. Built from Debian's packages only; see docs/deployment.md.
+
+# DEBIAN_RELEASE is the Debian release of both stages (the libraries' package names follow it).
 ARG DEBIAN_RELEASE=bookworm
 
 FROM debian:${DEBIAN_RELEASE} AS build

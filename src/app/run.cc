@@ -370,6 +370,18 @@ int RunServer(const Config& c) {
       commit_size->Observe(static_cast<double>(info.messages));
       commit_seconds->Observe(info.commit_seconds);
     };
+    // The workers' positions in the store: a bus file that ends below them (a restore of the
+    // store without its bus.db, a deleted bus.db) continues from there instead of assigning
+    // offsets the workers would skip (docs/deployment.md, "Backup and restore").
+    std::vector<std::pair<std::string, std::int64_t>> applied;
+    for (const char* worker : {"aggregator", "alerts"}) {
+      auto cp = store->LoadCheckpoint(worker, 0);
+      if (!cp) return Fail("cannot read the workers' checkpoints", cp.status());
+      if (cp->has_value()) {
+        applied.emplace_back(worker, **cp);
+        bo.min_end_offset = std::max(bo.min_end_offset, **cp);
+      }
+    }
     auto opened_bus = bus::EmbeddedBus::Open(bo);
     if (!opened_bus) return Fail("cannot open the bus", opened_bus.status());
     bus = std::move(*opened_bus);
@@ -379,6 +391,20 @@ int RunServer(const Config& c) {
                               });
     registry.AddCallbackGauge("bus_end_offset", "The next offset the bus will assign",
                               [b = bus.get()] { return static_cast<double>(b->EndOffset()); });
+    if (bus->FoundEndOffset() < bus->EndOffset()) {
+      spdlog::warn("bus: {} ended at offset {}, below what the store has applied ({}): it is "
+                   "older than the store (restored without it, deleted, or a tail lost with "
+                   "SYNC=off); new readings start at offset {}, so none is skipped",
+                   bo.path, bus->FoundEndOffset(), bus->EndOffset(), bus->EndOffset());
+    }
+    for (const auto& [worker, at] : applied) {
+      if (at < bus->BeginOffset()) {
+        spdlog::error("bus: the store's {} has applied up to offset {}, but {} starts at {}: the "
+                      "store is older than the bus (restored without it?); the readings in "
+                      "between are not in the bus any more and will be missing",
+                      worker, at, bo.path, bus->BeginOffset());
+      }
+    }
     producer = bus->NewProducer();
     if (runs_aggregator) agg_consumer = bus->NewConsumer("aggregator");
     if (runs_alerts) alerts_consumer = bus->NewConsumer("alerts");

@@ -190,6 +190,7 @@ class EmbeddedBusCore {
   std::int64_t BeginOffset() const { return begin_.load(std::memory_order_acquire); }
   EmbeddedBus::Stats GetStats() const;
   const std::string& path() const { return options_.path; }
+  std::int64_t found_end() const { return found_end_; }
 
  private:
   struct MaintenanceResult {
@@ -213,6 +214,7 @@ class EmbeddedBusCore {
   void StopCheckpointer();
 
   const EmbeddedBusOptions options_;
+  std::int64_t found_end_ = 0;  // where the log ended in the file at Open (set once, by Init)
   const core::Clock& clock_;
 
   // Owned by the writer thread once started (Init uses them before).
@@ -351,6 +353,13 @@ Status EmbeddedBusCore::Init() {
   auto first = OptionalInt64(db_, "SELECT base_offset FROM frames ORDER BY base_offset LIMIT 1");
   if (!first) return first.error();
   std::int64_t end = std::max(low_water->value_or(0), last_end->value_or(0));
+  found_end_ = end;
+  if (end < options_.min_end_offset) {
+    // Offsets [end, min_end_offset) are never assigned: the low-water mark moves past them.
+    set_low_water_.BindInt64(1, options_.min_end_offset);
+    if (Status st = set_low_water_.Run(); !st) return st;
+    end = options_.min_end_offset;
+  }
   end_.store(end);
   begin_.store(first->value_or(end));
 
@@ -1054,6 +1063,8 @@ Result<std::shared_ptr<EmbeddedBus>> EmbeddedBus::Open(const EmbeddedBusOptions&
 }
 
 EmbeddedBus::EmbeddedBus(std::shared_ptr<EmbeddedBusCore> core) : core_(std::move(core)) {}
+
+std::int64_t EmbeddedBus::FoundEndOffset() const { return core_->found_end(); }
 
 EmbeddedBus::~EmbeddedBus() { Close(); }
 

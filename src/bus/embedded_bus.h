@@ -81,6 +81,11 @@ struct EmbeddedBusOptions {
   std::function<void(const GroupCommitInfo&)> on_group_commit;
   // clock stamps Record::appended_at; nullptr means core::SystemClock(). Must outlive the bus.
   const core::Clock* clock = nullptr;
+  // min_end_offset: when the log ends below it, Open moves its end there (persistently), so the
+  // next offset assigned is at least this. For a bus file older than its consumers' positions
+  // (restored without the store it belongs to, deleted, or a tail lost with SYNC=off): new
+  // records then get offsets the consumers have not passed, instead of being skipped.
+  std::int64_t min_end_offset = 0;
 };
 
 class EmbeddedBusCore;  // the shared internals (embedded_bus.cc)
@@ -127,6 +132,9 @@ class EmbeddedBus {
 
   // EndOffset is the next offset to be assigned: every offset below it is committed.
   std::int64_t EndOffset() const;
+  // FoundEndOffset is where the log ended in the file at Open: below EndOffset when
+  // min_end_offset moved the end.
+  std::int64_t FoundEndOffset() const;
   // BeginOffset is the first offset still stored (EndOffset when the log is empty).
   std::int64_t BeginOffset() const;
 

@@ -498,6 +498,52 @@ TEST_F(EmbeddedBusTest, OffsetsKeepIncreasingAfterRetentionEmptiedTheLog) {
   ExpectMessagesAt(records, 25);
 }
 
+TEST_F(EmbeddedBusTest, MinEndOffsetMovesTheEndOfAnOlderLogForGood) {
+  // A bus.db older than its consumers' positions (the store restored without it): new records
+  // get offsets at or past those positions, not offsets the consumers already passed.
+  {
+    auto bus = Open();
+    auto producer = bus->NewProducer();
+    ASSERT_TRUE(ProduceAndWait(*producer, Messages(0, 10)));
+  }
+  options_.min_end_offset = 100;
+  {
+    auto bus = Open();
+    EXPECT_EQ(bus->FoundEndOffset(), 10);
+    EXPECT_EQ(bus->EndOffset(), 100);
+    EXPECT_EQ(bus->BeginOffset(), 0);  // the older records stay readable
+    auto producer = bus->NewProducer();
+    ASSERT_TRUE(ProduceAndWait(*producer, Messages(100, 5)));
+    auto consumer = bus->NewConsumer("");
+    ASSERT_TRUE(consumer->Seek(0, 100));
+    auto records = PollUntil(*consumer, 5);
+    ASSERT_EQ(records.size(), 5u);
+    ExpectMessagesAt(records, 100);
+  }
+  options_.min_end_offset = 50;  // below the end: no effect; the moved end was persisted
+  auto bus = Open();
+  EXPECT_EQ(bus->FoundEndOffset(), 105);
+  EXPECT_EQ(bus->EndOffset(), 105);
+}
+
+TEST_F(EmbeddedBusTest, MinEndOffsetOnAFreshFile) {
+  options_.min_end_offset = 7;
+  {
+    auto bus = Open();
+    EXPECT_EQ(bus->FoundEndOffset(), 0);
+    EXPECT_EQ(bus->BeginOffset(), 7);
+    auto producer = bus->NewProducer();
+    ASSERT_TRUE(ProduceAndWait(*producer, Messages(7, 3)));
+  }
+  options_.min_end_offset = 0;
+  auto bus = Open();
+  EXPECT_EQ(bus->EndOffset(), 10);
+  auto consumer = bus->NewConsumer("aggregator");
+  auto records = PollUntil(*consumer, 3);
+  ASSERT_EQ(records.size(), 3u);
+  ExpectMessagesAt(records, 7);
+}
+
 TEST_F(EmbeddedBusTest, WithoutGroupsNothingIsDeleted) {
   auto bus = Open();
   auto producer = bus->NewProducer();
