@@ -9,7 +9,7 @@ IOTD := $(BUILD)/src/app/iotd
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 20
 
-.PHONY: deps build run test unit e2e asan fuzz fuzz-long bench fmt lint clean
+.PHONY: deps build run test unit e2e asan fuzz fuzz-long bench fmt lint clean package
 
 deps:
 	@scripts/install-deps.sh
@@ -48,6 +48,14 @@ fuzz-long:
 bench: build
 	@scripts/install-deps.sh --bench
 	scripts/bench.sh
+
+# The Debian package of the embedded deployment (cmake/Package.cmake, packaging/): builds iotd,
+# runs CPack and prints the path of the .deb (in $(BUILD)/package).
+package: deps
+	@[ -f $(BUILD)/build.ninja ] || cmake --preset $(PRESET) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS) --target iotd
+	@cd $(BUILD) && cpack --config CPackConfig.cmake >package.log 2>&1 || { cat package.log; exit 1; }
+	@sed -n 's/^CPack: - package: \(.*\) generated\.$$/\1/p' $(BUILD)/package.log
 
 fmt:
 	find src tests bench -name '*.cc' -o -name '*.h' | xargs clang-format -i
