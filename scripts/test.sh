@@ -4,6 +4,8 @@
 #      broker's jars the Kafka tests run (fetched once with Maven, then cached)
 #   1. unit + store conformance + integration (ctest, release build)
 #   2. end-to-end against the real binary (pytest), on both stores
+#   2b. the deployment files (tests/deploy): compose files, Kubernetes manifests, Dockerfile,
+#      the .deb and its systemd unit, shell scripts, Prometheus rules
 #   3. unit tests again under AddressSanitizer + UBSan
 #   4. a bounded libFuzzer run of the reading parser
 set -uo pipefail
@@ -47,6 +49,17 @@ KAFKA_LIBS=$(cat "$LOGS/kafka.path" 2>/dev/null)
 export KAFKA_LIBS
 step unit ctest --test-dir build/release --output-on-failure -j "$JOBS" --timeout 300
 step e2e env IOTD="$PWD/build/release/src/app/iotd" python3 -m pytest -q -p no:cacheprovider tests/e2e
+deploy() {
+  local rc=0 mod
+  IOTD="$PWD/build/release/src/app/iotd" python3 -m pytest -q -p no:cacheprovider tests/deploy || rc=1
+  # Kubernetes' and BuildKit's own Go packages check the manifests and the Dockerfile.
+  for mod in tests/deploy/*/go.mod; do
+    echo "--- go test in ${mod%/go.mod}"
+    (cd "${mod%/go.mod}" && IOTD_BIN="$PWD/../../../build/release/src/app/iotd" GOTOOLCHAIN=local go test -count=1 ./...) || rc=1
+  done
+  return "$rc"
+}
+step deploy deploy
 asan() {
   [ -f build/asan/build.ninja ] || cmake --preset asan >/dev/null || return 1
   cmake --build build/asan -j "$JOBS" || return 1
@@ -68,7 +81,7 @@ for name in "${order[@]}"; do
   echo "$name: ${result[$name]}"
   if [ "${result[$name]}" != passed ]; then
     # pytest's "FAILED tests/..." lines, ctest's "(Failed)" lines, a sanitizer's first report.
-    grep -E '^(FAILED|ERROR) |\((Failed|Timeout|SEGFAULT|Subprocess aborted)\)|^(SUMMARY|==[0-9]+==ERROR)' \
+    grep -E '^(FAILED|ERROR) |^(--- FAIL|FAIL\s)|\((Failed|Timeout|SEGFAULT|Subprocess aborted)\)|^(SUMMARY|==[0-9]+==ERROR)' \
       "$LOGS/$name.log" | head -n 12 | sed 's/^/    /'
   fi
   if [ "${result[$name]}" = passed ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
