@@ -189,7 +189,10 @@ def deb():
         p = pathlib.Path(path)
         assert p.is_file(), f"IOTD_DEB={path}: no such file"
         return p.resolve()
-    r = run(["make", "package"], timeout=2400, cwd=REPO)
+    # Under `make test` this is a sub-make: without the parent's MAKE* variables and with
+    # --no-print-directory, the last line is the package's path, as for a user.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    r = run(["make", "--no-print-directory", "package"], timeout=2400, cwd=REPO, env=env)
     lines = r.stdout.strip().splitlines()
     assert lines, f"`make package` printed nothing:\n{r.stderr}"
     p = pathlib.Path(lines[-1])
