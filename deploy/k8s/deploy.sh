@@ -19,7 +19,7 @@ Environment:
   IMAGE            image to build, push and deploy (default iotd:latest), e.g.
                    registry.example.com/iot/iotd:1.0.0 or NAME@sha256:DIGEST
   SKIP_BUILD=1     do not build (the image exists already)
-  SKIP_PUSH=1|0    do not push / push; by default iotd pushes unless IMAGE has no registry part
+  SKIP_PUSH=1|0    do not push / push; by default it pushes unless IMAGE has no registry part
                    (a plain `iotd:TAG` is only on this machine: load it into kind or minikube)
   SERVICEMONITOR   auto (default: deploy it when the cluster has the Prometheus Operator's CRD),
                    1 (always), 0 (never)
