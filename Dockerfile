@@ -10,18 +10,21 @@
 ARG DEBIAN_RELEASE=bookworm
 
 FROM debian:${DEBIAN_RELEASE} AS build
-# The build dependencies, the product libraries of scripts/install-deps.sh.
+# The build dependencies, the product libraries of scripts/install-deps.sh, and Node.js + npm
+# for the front-end assets the build embeds (web/package-lock.json, from the npm registry).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential cmake ninja-build pkg-config \
       libboost-dev libsimdjson-dev libsqlite3-dev libspdlog-dev libfmt-dev libcli11-dev \
       libyaml-cpp-dev libmongoc-dev libbson-dev librdkafka-dev \
+      nodejs npm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt CMakePresets.json ./
 COPY cmake cmake
 COPY packaging packaging
 COPY src src
+COPY web web
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DIOT_BUILD_TESTS=OFF -DIOT_BUILD_BENCH=OFF \
  && cmake --build build --target iotd \

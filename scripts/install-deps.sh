@@ -12,8 +12,13 @@ packages=(
   # product libraries (Debian's packages only)
   libboost-dev libsimdjson-dev libsqlite3-dev libspdlog-dev libfmt-dev libcli11-dev
   libyaml-cpp-dev libmongoc-dev libbson-dev librdkafka-dev
-  # tests: GoogleTest, promtool (Prometheus), clang + libFuzzer, sqlite3 CLI, python for e2e
-  libgtest-dev libgmock-dev libbenchmark-dev prometheus clang libclang-rt-14-dev
+  # front-end assets embedded at build time (web/package-lock.json, npm registry); left out
+  # below when an npm is already on PATH (e.g. NodeSource's nodejs, which bundles its own)
+  nodejs npm
+  # tests: GoogleTest, promtool (Prometheus), Alertmanager (notifications), clang + libFuzzer,
+  # sqlite3 CLI, python for e2e
+  libgtest-dev libgmock-dev libbenchmark-dev prometheus prometheus-alertmanager clang
+  libclang-rt-14-dev
   clang-format clang-tidy sqlite3 python3 python3-pip curl procps
   # tests of the MongoDB store: pymongo for Debian's /usr/bin/python3 (an independent client that
   # checks what iotd wrote); the server itself, FerretDB, is built by scripts/ferretdb.sh
@@ -31,6 +36,14 @@ if [[ "${1:-}" == "--bench" ]]; then
   packages+=(wrk nginx-light)
 fi
 
+if command -v npm >/dev/null 2>&1; then
+  kept=()
+  for p in "${packages[@]}"; do
+    [[ $p == nodejs || $p == npm ]] || kept+=("$p")
+  done
+  packages=("${kept[@]}")
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -39,9 +52,11 @@ for p in "${packages[@]}"; do
 done
 
 install_pytest() {
-  # The end-to-end and deployment tests use pytest and PyYAML with the first python3 on PATH.
+  # The end-to-end and deployment tests use pytest and PyYAML with the first python3 on PATH;
+  # tests/e2e/test_openapi.py also schemathesis and openapi-spec-validator.
   local module package
-  for module in pytest:pytest yaml:pyyaml; do
+  for module in pytest:pytest yaml:pyyaml "schemathesis:schemathesis>=4.32,<5" \
+    "openapi_spec_validator:openapi-spec-validator>=0.7,<1"; do
     package=${module#*:}
     if ! python3 -c "import ${module%%:*}" 2>/dev/null; then
       echo "install-deps: installing $package from PyPI" >&2

@@ -202,6 +202,23 @@ void AddAlerts(CLI::App* app, Config& c) {
       "YAML file of per-sensor and per-device alert rules (docs/alerts.md)");
 }
 
+void AddNotify(CLI::App* app, Config& c) {
+  Opt(app, "--notify-webhook-urls", "NOTIFY_WEBHOOK_URLS", c.notify_webhook_urls,
+      "Comma-separated http:// URLs to POST alert notifications to (docs/notifications.md)");
+  Opt(app, "--alertmanager-url", "ALERTMANAGER_URL", c.alertmanager_url,
+      "Prometheus Alertmanager base URL (http://host:9093) to post alerts to");
+  Opt(app, "--alertmanager-resend-interval", "ALERTMANAGER_RESEND_INTERVAL",
+      c.alertmanager_resend_interval, "How often active alerts are re-posted to Alertmanager");
+  Opt(app, "--notify-queue-size", "NOTIFY_QUEUE_SIZE", c.notify_queue_size,
+      "Notifications queued per receiver before new ones are dropped")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{10000000}));
+  Opt(app, "--notify-max-retries", "NOTIFY_MAX_RETRIES", c.notify_max_retries,
+      "Retries of a notification that failed (5xx, 408, 429, timeout, no connection)")
+      ->check(CLI::Range(0, 100));
+  Opt(app, "--notify-timeout", "NOTIFY_TIMEOUT", c.notify_timeout,
+      "Limit of each notification request (connect, send, answer)");
+}
+
 void AddCommon(CLI::App* app, Config& c) {
   Opt(app, "--log-level", "LOG_LEVEL", c.log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -255,6 +272,7 @@ void BuildCli(CLI::App& app, Config& c) {
   AddIngest(all, c);
   AddAggregator(all, c);
   AddAlerts(all, c);
+  AddNotify(all, c);
   AddCommon(all, c);
 
   auto* ingest = app.add_subcommand("ingest", "Ingestion API: validates readings onto the bus");
@@ -276,6 +294,7 @@ void BuildCli(CLI::App& app, Config& c) {
   AddNetwork(alerts, c, false, false, false, true);
   AddBackends(alerts, c, true, true);
   AddAlerts(alerts, c);
+  AddNotify(alerts, c);
   AddCommon(alerts, c);
 
   auto* dash = app.add_subcommand("dashboard", "Dashboard API over the store");
@@ -379,6 +398,9 @@ Status Validate(const Config& c) {
   if (!core::ParseDuration(c.retention_interval)) {
     return MakeError(Errc::kInvalidArgument,
                      "RETENTION_INTERVAL: not a duration: " + c.retention_interval + " (e.g. 1m)");
+  }
+  if (c.role == Role::kAll || c.role == Role::kAlerts) {
+    if (auto n = NotifierOptionsFrom(c); !n) return n.status();
   }
   if (c.temp_min_threshold > c.temp_max_threshold) {
     return MakeError(Errc::kInvalidArgument, "TEMP_MIN_THRESHOLD is above TEMP_MAX_THRESHOLD");
@@ -505,6 +527,39 @@ std::string DescribeOptions(const CLI::App& app, bool json) {
   }
   out += current.empty() ? "}}\n" : "]\n}}\n";
   return out;
+}
+
+Result<services::NotifierOptions> NotifierOptionsFrom(const Config& c) {
+  services::NotifierOptions o;
+  std::string_view rest = c.notify_webhook_urls;
+  while (!rest.empty()) {
+    const std::size_t comma = rest.find(',');
+    std::string_view url = rest.substr(0, comma);
+    while (!url.empty() && url.front() == ' ') url.remove_prefix(1);
+    while (!url.empty() && url.back() == ' ') url.remove_suffix(1);
+    if (!url.empty()) o.webhook_urls.emplace_back(url);
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  o.alertmanager_url = c.alertmanager_url;
+  const std::pair<const char*, const std::string*> durations[] = {
+      {"ALERTMANAGER_RESEND_INTERVAL", &c.alertmanager_resend_interval},
+      {"NOTIFY_TIMEOUT", &c.notify_timeout}};
+  for (const auto& [name, value] : durations) {
+    auto d = core::ParseDuration(*value);
+    if (!d || d->count() <= 0) {
+      return MakeError(Errc::kInvalidArgument,
+                       std::string(name) + ": not a positive duration: " + *value + " (e.g. 5s)");
+    }
+  }
+  o.resend_interval = std::chrono::duration_cast<std::chrono::milliseconds>(
+      *core::ParseDuration(c.alertmanager_resend_interval));
+  o.timeout =
+      std::chrono::duration_cast<std::chrono::milliseconds>(*core::ParseDuration(c.notify_timeout));
+  o.queue_size = c.notify_queue_size;
+  o.max_retries = c.notify_max_retries;
+  if (Status s = services::Notifier::Validate(o); !s) return s.error();
+  return o;
 }
 
 store::Retention RetentionFrom(const Config& c) {

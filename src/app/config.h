@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/result.h"
+#include "services/notifier.h"
 #include "store/store.h"
 
 namespace CLI {
@@ -83,6 +84,13 @@ struct Config {
   std::string agg_retention;              // AGG_RETENTION, e.g. "1m=7d,1h=52w"
   std::string retention_interval = "1m";  // RETENTION_INTERVAL: how often Store::Expire runs
   std::string rules_file;
+  // Alert notifications (docs/notifications.md), roles all and alerts.
+  std::string notify_webhook_urls;                  // NOTIFY_WEBHOOK_URLS, comma-separated
+  std::string alertmanager_url;                     // ALERTMANAGER_URL
+  std::string alertmanager_resend_interval = "1m";  // ALERTMANAGER_RESEND_INTERVAL
+  std::size_t notify_queue_size = 10000;            // NOTIFY_QUEUE_SIZE, per sink
+  int notify_max_retries = 5;                       // NOTIFY_MAX_RETRIES
+  std::string notify_timeout = "5s";                // NOTIFY_TIMEOUT, per request
   std::string required_sensors = "temperature_c,humidity";
   std::string max_future = "5m";
   std::size_t max_body_bytes = 64 * 1024;
@@ -131,6 +139,10 @@ Status Validate(const Config& config);
 // of AGG_RETENTION with how long it is kept). For a config that Validate accepted; an invalid
 // one gives an empty Retention.
 store::Retention RetentionFrom(const Config& config);
+
+// NotifierOptionsFrom builds the notifier's options from NOTIFY_* and ALERTMANAGER_*; the
+// error names the option (a bad URL, a bad duration). No URL at all: no sink, no notifier.
+Result<services::NotifierOptions> NotifierOptionsFrom(const Config& config);
 
 // ParseKafkaDuration parses a Kafka duration option: what core::ParseDuration takes, or zero
 // ("0", "0ms"); nullopt when invalid.

@@ -34,6 +34,7 @@
 #include "services/dashboard_service.h"
 #include "services/dead_letter.h"
 #include "services/ingest_service.h"
+#include "services/openapi/api_docs.h"
 #include "services/ops_routes.h"
 #include "store/mongo_store.h"
 #include "store/sqlite_store.h"
@@ -416,6 +417,7 @@ int RunServer(const Config& c) {
   tuning.topic = kafka ? c.telemetry_topic : "embedded";
   tuning.dead_letters = dlq_producer.get();
   std::unique_ptr<services::Aggregator> aggregator;
+  std::unique_ptr<services::Notifier> notifier;  // outlives the alerter, which uses it
   std::unique_ptr<services::Alerter> alerter;
   if (runs_aggregator) {
     aggregator = std::make_unique<services::Aggregator>(*core::ParseWindows(c.agg_windows),
@@ -426,8 +428,17 @@ int RunServer(const Config& c) {
   if (runs_alerts) {
     auto rules = RulesFrom(c);
     if (!rules) return Fail("invalid alert rules", rules.status());
+    // Alert notifications (docs/notifications.md): only when a receiver is configured.
+    auto notify = NotifierOptionsFrom(c);
+    if (!notify) return Fail("invalid notification options", notify.status());
+    if (!notify->webhook_urls.empty() || !notify->alertmanager_url.empty()) {
+      notify->shutdown_grace = std::min(notify->shutdown_grace, shutdown_timeout / 4);
+      notify->open_alerts = [&open_store = *store] { return open_store.OpenAlerts(); };
+      notifier = std::make_unique<services::Notifier>(std::move(*notify), registry);
+      notifier->Start();
+    }
     alerter = std::make_unique<services::Alerter>(std::move(*rules), *alerts_consumer, *store,
-                                                  registry, tuning);
+                                                  registry, tuning, notifier.get());
     if (Status s = alerter->Start(); !s) return Fail("cannot start the alerts worker", s);
   }
 
@@ -468,6 +479,7 @@ int RunServer(const Config& c) {
     auto router = std::make_shared<http::Router>();
     ingest->RegisterRoutes(*router);
     services::AddOpsRoutes(*router, registry, ready);
+    services::AddApiDocsRoutes(*router, services::Api::kIngest);
     ingest_listener =
         std::make_unique<Listener>("ingest", c, c.ingest_port, std::move(router), http_probe);
     if (Status s = ingest_listener->Start(); !s) return Fail("cannot listen (ingest)", s);
@@ -477,6 +489,7 @@ int RunServer(const Config& c) {
     auto router = std::make_shared<http::Router>();
     dashboard->RegisterRoutes(*router);
     services::AddOpsRoutes(*router, registry, ready);
+    services::AddApiDocsRoutes(*router, services::Api::kDashboard);
     dashboard_listener = std::make_unique<Listener>("dashboard", c, c.dashboard_port,
                                                     std::move(router), http_probe);
     if (Status s = dashboard_listener->Start(); !s) return Fail("cannot listen (dashboard)", s);
@@ -513,6 +526,7 @@ int RunServer(const Config& c) {
   if (retention) retention->Stop();
   if (aggregator) aggregator->Stop();
   if (alerter) alerter->Stop();
+  if (notifier) notifier->Stop();  // after the alerter: it delivers what the alerter queued
   if (bus) bus->Close();
   spdlog::info("stopped in {} ms",
                std::chrono::duration_cast<std::chrono::milliseconds>(

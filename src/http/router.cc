@@ -141,6 +141,14 @@ void Router::Add(verb method, std::string pattern, Handler handler, RouteOptions
       std::make_unique<Method>(Method{method, std::move(handler), std::move(options)}));
 }
 
+std::vector<Router::RouteInfo> Router::Routes() const {
+  std::vector<RouteInfo> out;
+  for (const auto& p : patterns_) {
+    for (const auto& m : p->methods) out.push_back({m->method, p->pattern});
+  }
+  return out;
+}
+
 std::variant<Router::Match, Response> Router::Find(verb method, std::string_view target) const {
   if (target.empty() || target[0] != '/') {
     return MakeError(400, "bad_request", "the request target must be an absolute path");

@@ -75,6 +75,15 @@ class Router {
   // when the target is not an origin-form path or a parameter has a bad percent-escape.
   std::variant<Match, Response> Find(beast::http::verb method, std::string_view target) const;
 
+  // RouteInfo is one registered (method, pattern), as given to Add.
+  struct RouteInfo {
+    beast::http::verb method;
+    std::string_view pattern;  // points into the router
+  };
+  // Routes lists every registered (method, pattern), most specific pattern first, methods in
+  // the order added. HEAD served by a GET handler is not listed (it was not added).
+  std::vector<RouteInfo> Routes() const;
+
   // kMaxSegments is the most segments a pattern may have.
   static constexpr std::size_t kMaxSegments = 32;
 

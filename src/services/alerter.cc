@@ -8,9 +8,10 @@
 namespace iot::services {
 
 Alerter::Alerter(core::RuleSet rules, bus::Consumer& consumer, store::Store& store,
-                 metrics::Registry& registry, WorkerTuning tuning)
+                 metrics::Registry& registry, WorkerTuning tuning, Notifier* notifier)
     : Worker(OptionsFor("alerts", tuning), consumer, store, registry, tuning.dead_letters),
       rules_(std::move(rules)),
+      notifier_(notifier),
       transitions_(registry.AddCounterFamily(
           "alerts_transitions_total",
           "Alert documents written, by their status (deleted: a pending alert that never "
@@ -22,6 +23,8 @@ Status Alerter::Restore() {
   auto open = store().OpenAlerts();
   if (!open) return open.status();
   open_.clear();
+  pending_.clear();
+  if (notifier_) notifier_->SetActive(*open);
   for (auto& alert : *open) {
     auto key = std::make_pair(alert.device_id, alert.sensor_type);
     open_[std::move(key)] = std::move(alert);
@@ -30,9 +33,31 @@ Status Alerter::Restore() {
   return Status::Ok();
 }
 
+void Alerter::Notice(const std::optional<core::Alert>& before, const core::Alert& after) {
+  // Pending alerts have not fired: they are not notified.
+  if (after.status == core::AlertStatus::kResolved) {
+    pending_.push_back(Notification{AlertEvent::kResolved, after, {}});
+  } else if (after.status == core::AlertStatus::kActive) {
+    const bool was_active =
+        before && before->id == after.id && before->status == core::AlertStatus::kActive;
+    if (!was_active) {
+      pending_.push_back(Notification{AlertEvent::kOpened, after, {}});
+    } else if (before->severity != after.severity) {
+      pending_.push_back(Notification{AlertEvent::kSeverityChanged, after, before->severity});
+    }
+  }
+}
+
+void Alerter::Applied() {
+  if (!notifier_) return;
+  for (const auto& n : pending_) notifier_->Notify(n);
+  pending_.clear();
+}
+
 void Alerter::Build(const std::vector<bus::Record>& records, store::WriteBatch& batch) {
   // The latest version of every alert touched by this batch, by id.
   std::unordered_map<std::int64_t, std::size_t> upsert_index;
+  pending_.clear();
   for (const auto& record : records) {
     auto decoded = codec::DecodePayload(record.payload);
     if (!decoded) {
@@ -53,6 +78,7 @@ void Alerter::Build(const std::vector<bus::Record>& records, store::WriteBatch& 
       auto t = core::Evaluate(*rule, current, reading.device_id, sensor.name, sensor.value,
                               reading.ts, core::AlertId(message_id, index));
       for (auto& alert : t.upserts) {
+        if (notifier_) Notice(current, alert);
         transitions_.With({core::AlertStatusName(alert.status)}).Inc();
         auto [pos, inserted] = upsert_index.try_emplace(alert.id, batch.alert_upserts.size());
         if (inserted) {

@@ -292,6 +292,7 @@ Worker::Outcome Worker::Attempt(std::int32_t partition, const std::vector<bus::R
     spdlog::warn("{}: commit to the bus failed (the store has the checkpoint): {}",
                  options_.name, s.error().message);
   }
+  Applied();
   return Outcome::kApplied;
 }
 

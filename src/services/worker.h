@@ -97,6 +97,10 @@ class Worker : private bus::AssignmentListener {
   // Build appends the effect of `records` (one partition, in offset order) to `batch`; a record
   // it cannot process goes to DeadLetter.
   virtual void Build(const std::vector<bus::Record>& records, store::WriteBatch& batch) = 0;
+  // Applied is called on the worker thread after the store has applied the batch Build last
+  // filled (once per applied batch; a batch the store refused is rebuilt before it is tried
+  // again), for effects that must follow the commit, such as notifications.
+  virtual void Applied() {}
 
   store::Store& store() { return store_; }
   const std::string& name() const { return options_.name; }

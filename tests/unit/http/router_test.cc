@@ -6,6 +6,8 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace iot::http {
 namespace {
@@ -45,6 +47,18 @@ class RouterTest : public ::testing::Test {
   Router router_;
   std::string called_;
 };
+
+TEST_F(RouterTest, ListsEveryRouteWithItsMethodMostSpecificFirst) {
+  router_.Add(verb::get, "/devices/{id}", Named("one", &called_));
+  router_.Add(verb::get, "/devices/stats", Named("stats", &called_));
+  router_.Add(verb::post, "/devices/{id}", Named("post", &called_));
+  std::vector<std::pair<verb, std::string>> routes;
+  for (const auto& r : router_.Routes()) routes.emplace_back(r.method, std::string(r.pattern));
+  EXPECT_EQ(routes, (std::vector<std::pair<verb, std::string>>{{verb::get, "/devices/stats"},
+                                                                {verb::get, "/devices/{id}"},
+                                                                {verb::post, "/devices/{id}"}}));
+  EXPECT_TRUE(Router{}.Routes().empty());
+}
 
 TEST_F(RouterTest, MatchesLiteralPatternAndReportsItAsRoute) {
   RouteOptions options;
