@@ -31,6 +31,9 @@ packages=(
   # systemd's systemd-analyze verifies its unit; Go (installed with the machine) checks the
   # Kubernetes manifests and the Dockerfile with Kubernetes' and BuildKit's own Go packages
   docker-compose shellcheck dpkg-dev systemd adduser
+  # tests of the web UI (tests/e2e/test_ui.py): headless Chromium, driven by playwright-core
+  # (tests/ui/package-lock.json), and a font for its screenshots
+  chromium fonts-liberation
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(wrk nginx-light)
@@ -51,6 +54,17 @@ for p in "${packages[@]}"; do
   fi
 done
 
+install_ui_test_deps() {
+  # playwright-core for tests/ui/ui_check.mjs, from tests/ui/package-lock.json; no install scripts
+  # (it would download browsers; the tests use Debian's chromium).
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/ui"
+  if [[ ! -f $dir/node_modules/playwright-core/package.json ]]; then
+    echo "install-deps: installing tests/ui/node_modules (npm ci)" >&2
+    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  fi
+}
+
 install_pytest() {
   # The end-to-end and deployment tests use pytest and PyYAML with the first python3 on PATH;
   # tests/e2e/test_openapi.py also schemathesis and openapi-spec-validator.
@@ -68,6 +82,7 @@ install_pytest() {
 
 if ((${#missing[@]} == 0)); then
   install_pytest
+  install_ui_test_deps
   exit 0
 fi
 
@@ -80,3 +95,4 @@ export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 install_pytest
+install_ui_test_deps

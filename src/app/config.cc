@@ -219,6 +219,29 @@ void AddNotify(CLI::App* app, Config& c) {
       "Limit of each notification request (connect, send, answer)");
 }
 
+// AddDashboard: the live stream and the web UI. A dashboard on its own reads readings for the
+// live stream from Kafka (BUS=kafka); `all` has its embedded bus already.
+void AddDashboard(CLI::App* app, Config& c, bool alone) {
+  if (alone) {
+    Opt(app, "--bus", "BUS", c.bus,
+        "Where the live stream (GET /stream) reads new readings: kafka, or embedded (none: only "
+        "`iotd all` has the embedded bus)")
+        ->check(CLI::IsMember({"embedded", "kafka"}));
+    Opt(app, "--kafka-bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", c.kafka_bootstrap_servers,
+        "Kafka bootstrap servers (BUS=kafka)");
+    Opt(app, "--telemetry-topic", "TELEMETRY_TOPIC", c.telemetry_topic, "Kafka topic for telemetry");
+    AddKafka(app, c);
+  }
+  Opt(app, "--stream-max-clients", "STREAM_MAX_CLIENTS", c.stream_max_clients,
+      "Most clients of GET /stream at once (more get 503)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100000}));
+  Opt(app, "--stream-client-buffer", "STREAM_CLIENT_BUFFER", c.stream_client_buffer,
+      "Bytes a GET /stream client may fall behind before it is cut off")
+      ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 30));
+  Opt(app, "--ui-stale-after", "UI_STALE_AFTER", c.ui_stale_after,
+      "The web UI marks a device stale when silent for longer than this");
+}
+
 void AddCommon(CLI::App* app, Config& c) {
   Opt(app, "--log-level", "LOG_LEVEL", c.log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -273,6 +296,7 @@ void BuildCli(CLI::App& app, Config& c) {
   AddAggregator(all, c);
   AddAlerts(all, c);
   AddNotify(all, c);
+  AddDashboard(all, c, false);
   AddCommon(all, c);
 
   auto* ingest = app.add_subcommand("ingest", "Ingestion API: validates readings onto the bus");
@@ -301,6 +325,7 @@ void BuildCli(CLI::App& app, Config& c) {
   dash->parse_complete_callback([&c] { c.role = Role::kDashboard; });
   AddNetwork(dash, c, false, true, false, false);
   AddBackends(dash, c, false, true);
+  AddDashboard(dash, c, true);
   AddCommon(dash, c);
 
   auto* dlq = app.add_subcommand("dlq", "Dead letters (BUS=kafka)");
@@ -394,6 +419,10 @@ Status Validate(const Config& c) {
   if (auto t = core::ParseDuration(c.mongo_timeout); !t || t->count() <= 0) {
     return MakeError(Errc::kInvalidArgument, "MONGO_TIMEOUT: not a positive duration: " +
                                                  c.mongo_timeout + " (e.g. 3s)");
+  }
+  if (auto t = core::ParseDuration(c.ui_stale_after); !t || t->count() <= 0) {
+    return MakeError(Errc::kInvalidArgument, "UI_STALE_AFTER: not a positive duration: " +
+                                                 c.ui_stale_after + " (e.g. 5m)");
   }
   if (!core::ParseDuration(c.retention_interval)) {
     return MakeError(Errc::kInvalidArgument,

@@ -91,6 +91,10 @@ struct Config {
   std::size_t notify_queue_size = 10000;            // NOTIFY_QUEUE_SIZE, per sink
   int notify_max_retries = 5;                       // NOTIFY_MAX_RETRIES
   std::string notify_timeout = "5s";                // NOTIFY_TIMEOUT, per request
+  // Dashboard: the live stream (GET /stream) and the web UI (/ui).
+  std::size_t stream_max_clients = 256;             // STREAM_MAX_CLIENTS
+  std::size_t stream_client_buffer = 1 << 20;       // STREAM_CLIENT_BUFFER, bytes
+  std::string ui_stale_after = "5m";                // UI_STALE_AFTER
   std::string required_sensors = "temperature_c,humidity";
   std::string max_future = "5m";
   std::size_t max_body_bytes = 64 * 1024;

@@ -17,6 +17,10 @@
 #include <vector>
 
 #include <pthread.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fmt/format.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -32,6 +36,8 @@
 #include "services/aggregator.h"
 #include "services/alerter.h"
 #include "services/dashboard_service.h"
+#include "services/live_stream.h"
+#include "services/ui_routes.h"
 #include "services/dead_letter.h"
 #include "services/ingest_service.h"
 #include "services/openapi/api_docs.h"
@@ -246,6 +252,33 @@ int Fail(const char* what, const Status& s) {
   return 1;
 }
 
+// LiveReadings is where the dashboard's live stream reads new readings: the embedded bus of
+// this process (`all`), or Kafka (BUS=kafka) through a consumer group of this process alone that
+// starts at the end and commits nothing; otherwise none (the stream then has alerts only).
+Result<services::ReadingSource> LiveReadings(const Config& c, bus::EmbeddedBus* embedded) {
+  services::ReadingSource source;
+  if (embedded) {
+    source.consumer = embedded->NewConsumer("");  // anonymous: holds no retention back
+    source.start_offset = [embedded](std::int32_t) -> std::optional<std::int64_t> {
+      return embedded->EndOffset();
+    };
+    source.end_offset = [embedded] { return embedded->EndOffset(); };
+  } else if (c.bus == "kafka") {
+    bus::KafkaConsumerOptions o;
+    o.kafka = KafkaFrom(c);
+    o.topic = c.telemetry_topic;
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "unknown");
+    o.group = fmt::format("iotd-dashboard-stream-{}-{}", host, getpid());
+    o.session_timeout = Millis(c.kafka.session_timeout);
+    o.from_latest = true;
+    auto made = bus::KafkaConsumer::Create(o);
+    if (!made) return made.error();
+    source.consumer = std::move(*made);
+  }
+  return source;
+}
+
 }  // namespace
 
 int RunServer(const Config& c) {
@@ -453,6 +486,7 @@ int RunServer(const Config& c) {
   // The listeners.
   std::unique_ptr<services::IngestService> ingest;
   std::unique_ptr<services::DashboardService> dashboard;
+  std::unique_ptr<services::LiveStream> live;
   std::unique_ptr<Listener> ingest_listener, dashboard_listener, worker_listener;
   auto ready = [&]() -> Status {
     if (producer && !producer->Ready()) {
@@ -486,8 +520,20 @@ int RunServer(const Config& c) {
   }
   if (runs_dashboard) {
     dashboard = std::make_unique<services::DashboardService>(*store, clock);
+    auto readings = LiveReadings(c, bus.get());
+    if (!readings) return Fail("cannot read the bus for the live stream", readings.status());
+    services::LiveStreamOptions lo;
+    lo.max_clients = c.stream_max_clients;
+    lo.client_buffer_bytes = c.stream_client_buffer;
+    live = std::make_unique<services::LiveStream>(lo, *store, std::move(*readings), registry);
+    dashboard->OnAlertChanged([&live](const core::Alert& a) { live->PublishAlert(a); });
     auto router = std::make_shared<http::Router>();
     dashboard->RegisterRoutes(*router);
+    live->RegisterRoutes(*router);
+    services::UiOptions uo;
+    uo.stale_after =
+        std::chrono::duration_cast<std::chrono::seconds>(*core::ParseDuration(c.ui_stale_after));
+    services::AddUiRoutes(*router, uo);
     services::AddOpsRoutes(*router, registry, ready);
     services::AddApiDocsRoutes(*router, services::Api::kDashboard);
     dashboard_listener = std::make_unique<Listener>("dashboard", c, c.dashboard_port,
@@ -517,6 +563,7 @@ int RunServer(const Config& c) {
   auto grace = shutdown_timeout * 6 / 10;
   if (ingest_listener) ingest_listener->Join(grace);
   if (dashboard_listener) dashboard_listener->Join(std::chrono::milliseconds(500));
+  live.reset();  // before the bus closes: it reads it
   if (worker_listener) worker_listener->Join(std::chrono::milliseconds(500));
   if (producer) {
     if (Status s = producer->Flush(shutdown_timeout / 5); !s) {

@@ -542,7 +542,7 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::Create(const KafkaConsumer
                                    // The worker commits after the store has the effect.
                                    {"enable.auto.commit", "false"},
                                    {"enable.auto.offset.store", "false"},
-                                   {"auto.offset.reset", "earliest"},
+                                   {"auto.offset.reset", o.from_latest ? "latest" : "earliest"},
                                    {"session.timeout.ms", std::to_string(o.session_timeout.count())},
                                    {"heartbeat.interval.ms",
                                     std::to_string(std::max<std::int64_t>(

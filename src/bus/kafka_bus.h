@@ -107,6 +107,9 @@ struct KafkaConsumerOptions {
   std::chrono::milliseconds session_timeout{10000};  // KAFKA_SESSION_TIMEOUT
   // Commit waits for the broker's answer (iotd dlq replay) instead of returning at once.
   bool synchronous_commit = false;
+  // from_latest: a partition without a committed offset (and no StartOffset) starts at its end,
+  // not at its earliest record (the dashboard's live stream, which commits nothing).
+  bool from_latest = false;
 };
 
 // KafkaConsumer implements Consumer on one topic in one group. Not thread-safe except Wakeup,

@@ -3,6 +3,8 @@
 
 #include <charconv>
 
+#include <simdjson.h>
+
 #include "codec/reading_json.h"
 
 namespace iot::codec {
@@ -63,6 +65,26 @@ void WriteAlert(JsonWriter& w, const core::Alert& alert) {
   }
   w.Key("count");
   w.Int(alert.count);
+  w.Key("acknowledged");
+  w.Bool(alert.ack.has_value());
+  w.Key("acknowledged_at");
+  if (alert.ack) {
+    w.Time(alert.ack->at);
+  } else {
+    w.Null();
+  }
+  w.Key("acknowledged_by");
+  if (alert.ack) {
+    w.String(alert.ack->by);
+  } else {
+    w.Null();
+  }
+  w.Key("acknowledged_note");
+  if (alert.ack) {
+    w.String(alert.ack->note);
+  } else {
+    w.Null();
+  }
   w.EndObject();
 }
 
@@ -86,6 +108,40 @@ void WriteAggregate(JsonWriter& w, const core::AggregateKey& key, const core::Ac
   w.Key("average");
   w.Double(acc.Average());
   w.EndObject();
+}
+
+Result<core::AlertAck> ParseAlertAck(std::string_view body) {
+  core::AlertAck ack;
+  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return ack;
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(body);
+  simdjson::dom::element doc;
+  if (parser.parse(padded).get(doc) != simdjson::SUCCESS) {
+    return MakeError(Errc::kInvalidArgument, "body: not valid JSON");
+  }
+  simdjson::dom::object object;
+  if (doc.get_object().get(object) != simdjson::SUCCESS) {
+    return MakeError(Errc::kInvalidArgument, "body: must be a JSON object");
+  }
+  for (auto [key, value] : object) {
+    std::string* out = key == "by" ? &ack.by : key == "note" ? &ack.note : nullptr;
+    const std::size_t max = key == "by" ? kMaxAckBy : kMaxAckNote;
+    if (!out) {
+      return MakeError(Errc::kInvalidArgument,
+                       std::string(key) + ": unknown member (only \"by\" and \"note\")");
+    }
+    if (value.is_null()) continue;
+    std::string_view text;
+    if (value.get_string().get(text) != simdjson::SUCCESS) {
+      return MakeError(Errc::kInvalidArgument, std::string(key) + ": must be a string");
+    }
+    if (text.size() > max) {
+      return MakeError(Errc::kInvalidArgument,
+                       std::string(key) + ": at most " + std::to_string(max) + " bytes");
+    }
+    *out = std::string(text);
+  }
+  return ack;
 }
 
 }  // namespace iot::codec

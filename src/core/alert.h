@@ -52,6 +52,17 @@ inline std::int64_t AlertId(MessageId message, std::size_t sensor_index) {
 
 // Alert is the stored document of one episode. Its id is AlertId of the reading and sensor that
 // opened it, so a replay produces the same id.
+// AlertAck is a person's acknowledgement of a fired alert (POST /alerts/{id}/ack): "someone is
+// on it". It belongs to the dashboard, not to the alerts worker, and is stored apart from the
+// alert so that the worker's updates never erase it; it lasts for the alert's episode (a new
+// episode is a new alert).
+struct AlertAck {
+  Timestamp at{};    // when it was acknowledged
+  std::string by;    // who, as the client said (may be empty)
+  std::string note;  // why or what is being done (may be empty)
+  friend bool operator==(const AlertAck&, const AlertAck&) = default;
+};
+
 struct Alert {
   std::int64_t id = 0;
   std::string device_id;
@@ -67,6 +78,8 @@ struct Alert {
   Timestamp updated_at{};    // ts of the latest reading that changed the alert
   std::optional<Timestamp> resolved_at;
   std::int64_t count = 0;    // violating readings in this episode
+  // ack is filled in by the store's reads (Store::Acknowledge stores it); Apply ignores it.
+  std::optional<AlertAck> ack;
   friend bool operator==(const Alert&, const Alert&) = default;
 };
 

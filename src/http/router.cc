@@ -64,6 +64,19 @@ bool MediaTypeMatches(std::string_view content_type, const std::vector<std::stri
 }
 
 void Router::Add(verb method, std::string pattern, Handler handler, RouteOptions options) {
+  AddMethod(std::move(pattern),
+            std::make_unique<Method>(Method{method, std::move(handler), std::move(options)}));
+}
+
+void Router::AddStream(verb method, std::string pattern, StreamHandler handler,
+                       StreamOptions stream, RouteOptions options) {
+  AddMethod(std::move(pattern), std::make_unique<Method>(Method{
+                                    method, {}, std::move(options), std::move(handler),
+                                    std::move(stream)}));
+}
+
+void Router::AddMethod(std::string pattern, std::unique_ptr<Method> added) {
+  const verb method = added->method;
   if (pattern.empty() || pattern[0] != '/') {
     throw std::invalid_argument("route pattern must start with '/': " + pattern);
   }
@@ -137,8 +150,7 @@ void Router::Add(verb method, std::string pattern, Handler handler, RouteOptions
     auto pos = std::upper_bound(patterns_.begin(), patterns_.end(), p, less);
     target = patterns_.insert(pos, std::move(p))->get();
   }
-  target->methods.push_back(
-      std::make_unique<Method>(Method{method, std::move(handler), std::move(options)}));
+  target->methods.push_back(std::move(added));
 }
 
 std::vector<Router::RouteInfo> Router::Routes() const {
@@ -181,7 +193,15 @@ std::variant<Router::Match, Response> Router::Find(verb method, std::string_view
       const Method* m = find_method(*p, method);
       if (m == nullptr && method == verb::head) m = find_method(*p, verb::get);
       if (m == nullptr) continue;
-      Match match{&m->handler, &m->options, p->pattern, {}};
+      Match match;
+      if (m->stream) {
+        match.stream = &m->stream;
+        match.stream_options = &m->stream_options;
+      } else {
+        match.handler = &m->handler;
+      }
+      match.options = &m->options;
+      match.route = p->pattern;
       for (std::size_t i = 0; i < count; ++i) {
         if (!p->segments[i].param) continue;
         auto value = PercentDecode(segments[i], false);

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "http/response.h"
+#include "http/stream.h"
 
 namespace iot::http {
 
@@ -60,10 +61,15 @@ class Router {
   // segments) and for a (method, pattern) already registered, also under other parameter names.
   void Add(beast::http::verb method, std::string pattern, Handler handler,
            RouteOptions options = {});
+  // AddStream registers a streaming route (stream.h), with the same pattern rules as Add.
+  void AddStream(beast::http::verb method, std::string pattern, StreamHandler handler,
+                 StreamOptions stream = {}, RouteOptions options = {});
 
   // Match is a successful lookup. Pointers and `route` point into the router.
   struct Match {
-    const Handler* handler = nullptr;
+    const Handler* handler = nullptr;          // an ordinary route, or
+    const StreamHandler* stream = nullptr;     // a streaming route (then `stream_options` too)
+    const StreamOptions* stream_options = nullptr;
     const RouteOptions* options = nullptr;
     std::string_view route;  // the pattern, for metrics labels
     PathParams params;
@@ -96,12 +102,15 @@ class Router {
     beast::http::verb method;
     Handler handler;
     RouteOptions options;
+    StreamHandler stream = {};
+    StreamOptions stream_options = {};
   };
   struct Pattern {
     std::string pattern;
     std::vector<Segment> segments;
     std::vector<std::unique_ptr<Method>> methods;
   };
+  void AddMethod(std::string pattern, std::unique_ptr<Method> method);
   // Sorted so that the first match is the most specific one.
   std::vector<std::unique_ptr<Pattern>> patterns_;
 };

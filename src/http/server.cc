@@ -96,6 +96,86 @@ bool IsResourceExhaustion(const boost::system::error_code& ec) {
          ec == boost::system::errc::not_enough_memory;
 }
 
+// SessionStream is the StreamWriter of an accepted stream (stream.h). Writers (any thread) append
+// to `pending_`; the session takes it on its strand and writes it. `queued_` counts what was
+// written by the handler and not yet by the socket (pending and in flight): the bound.
+class SessionStream final : public StreamWriter {
+ public:
+  SessionStream(std::size_t max_queued, std::function<void()> kick)
+      : max_queued_(max_queued), kick_(std::move(kick)) {}
+
+  bool Write(std::string_view bytes) override {
+    std::lock_guard lock(mu_);
+    if (ended_) return false;
+    if (queued_ + bytes.size() > max_queued_) {
+      ended_ = true;
+      overflowed_ = true;
+      KickLocked();
+      return false;
+    }
+    pending_.append(bytes);
+    queued_ += bytes.size();
+    KickLocked();
+    return true;
+  }
+
+  void Close() override {
+    std::lock_guard lock(mu_);
+    if (ended_) return;
+    ended_ = true;
+    KickLocked();
+  }
+
+  bool Open() const override {
+    std::lock_guard lock(mu_);
+    return !ended_;
+  }
+
+  bool Overflowed() const override {
+    std::lock_guard lock(mu_);
+    return overflowed_;
+  }
+
+  // --- the session's side (its strand) ---
+
+  // Take moves what is pending to the end of `out`; returns whether the stream has ended.
+  bool Take(std::string& out) {
+    std::lock_guard lock(mu_);
+    out += pending_;
+    pending_.clear();
+    kicked_ = false;
+    return ended_;
+  }
+  // Written: `n` bytes taken earlier reached the socket.
+  void Written(std::size_t n) {
+    std::lock_guard lock(mu_);
+    queued_ -= std::min(n, queued_);
+  }
+  // End: the connection is gone; writers learn it from their next Write.
+  void End() {
+    std::lock_guard lock(mu_);
+    ended_ = true;
+    pending_.clear();
+    pending_.shrink_to_fit();
+  }
+
+ private:
+  void KickLocked() {
+    if (kicked_) return;
+    kicked_ = true;
+    kick_();
+  }
+
+  const std::size_t max_queued_;
+  const std::function<void()> kick_;  // posts the session's Pump to its strand
+  mutable std::mutex mu_;
+  std::string pending_;
+  std::size_t queued_ = 0;
+  bool ended_ = false;
+  bool overflowed_ = false;
+  bool kicked_ = false;
+};
+
 }  // namespace
 
 // State is what the server shares with its sessions.
@@ -145,16 +225,18 @@ class Server::Session : public std::enable_shared_from_this<Session> {
     });
   }
 
-  // Stop closes the connection if it is idle; otherwise the request in flight completes and
-  // the connection closes after its response (`State::stopping` is already set).
+  // Stop closes the connection if it is idle, and ends a stream once what is queued has been
+  // written; otherwise the request in flight completes and the connection closes after its
+  // response (`State::stopping` is already set).
   void Stop() {
     net::post(socket_.get_executor(), [self = shared_from_this()] {
       if (self->phase_ == Phase::kIdle) self->Close();
+      if (self->phase_ == Phase::kStreaming) self->stream_->Close();
     });
   }
 
  private:
-  enum class Phase { kIdle, kReading, kHandling, kWriting, kClosing };
+  enum class Phase { kIdle, kReading, kHandling, kWriting, kStreaming, kClosing };
 
   void Register() {
     std::lock_guard lock(state_->mu);
@@ -372,6 +454,10 @@ class Server::Session : public std::enable_shared_from_this<Session> {
     }
     phase_ = Phase::kHandling;
     ClearDeadline();
+    if (match_.stream) {
+      StartStream();
+      return;
+    }
     const std::uint64_t seq = seq_;
     Respond respond = [self = shared_from_this(), seq](Response res) {
       self->Deliver(seq, std::move(res));
@@ -467,6 +553,105 @@ class Server::Session : public std::enable_shared_from_this<Session> {
     }
   }
 
+  // --- streaming (stream.h) -------------------------------------------------------------------
+
+  void StartStream() {
+    auto stream = std::make_shared<SessionStream>(
+        match_.stream_options->max_queued_bytes,
+        [weak = weak_from_this(), executor = socket_.get_executor()] {
+          net::post(executor, [weak] {
+            if (auto self = weak.lock()) self->Pump();
+          });
+        });
+    std::optional<Response> refused;
+    try {
+      refused = (*match_.stream)(parser_->get(), match_.params, stream);
+    } catch (const std::exception&) {
+      refused = MakeError(500, "internal", "internal error");
+    }
+    if (refused) {
+      stream->End();
+      SendResponse(std::move(*refused));
+      return;
+    }
+    const Request& req = parser_->get();
+    Response head(bhttp::status::ok, req.version());
+    head.set(bhttp::field::server, state_->options.server_name);
+    head.set(bhttp::field::date, HttpDate());
+    head.set(bhttp::field::content_type, match_.stream_options->content_type);
+    head.set(bhttp::field::cache_control, "no-cache");
+    head.set(bhttp::field::connection, "close");
+    head.set("X-Accel-Buffering", "no");  // proxies such as NGINX pass events on at once
+    if (state_->observer) {
+      state_->observer(RequestInfo{
+          route_, req.method(), 200,
+          std::chrono::duration<double>(Clock::now() - request_start_).count()});
+    }
+    phase_ = Phase::kStreaming;
+    stream_ = std::move(stream);
+    SerializeHeader(head, stream_out_);
+    uncounted_ = stream_out_.size();
+    lingered_ = 0;
+    if (req.method() == bhttp::verb::head) stream_->Close();  // the head alone
+    WriteStream();
+    ReadWhileStreaming();
+  }
+
+  // Pump writes what the stream has queued, or closes once it has ended and all is written.
+  void Pump() {
+    if (closed_ || !stream_ || stream_writing_ || phase_ != Phase::kStreaming) return;
+    const bool ended = stream_->Take(stream_out_);
+    if (!stream_out_.empty()) {
+      WriteStream();
+    } else if (ended) {
+      if (stream_->Overflowed()) {
+        Close();  // cut off: what it did not read is dropped with the connection
+        return;
+      }
+      // Graceful: FIN, then ReadWhileStreaming waits for the client's (up to the linger time).
+      phase_ = Phase::kClosing;
+      boost::system::error_code ec;
+      socket_.shutdown(Socket::shutdown_send, ec);
+      if (ec) Close();
+      SetDeadline(Clock::now() + state_->options.linger_timeout);
+    } else {
+      ClearDeadline();  // waiting for events: no deadline
+    }
+  }
+
+  void WriteStream() {
+    stream_writing_ = true;
+    SetDeadline(Clock::now() + state_->options.write_timeout);
+    net::async_write(socket_, net::buffer(stream_out_),
+                     [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
+                       self->stream_writing_ = false;
+                       if (self->closed_) return;
+                       if (ec) {
+                         self->Close();
+                         return;
+                       }
+                       self->stream_->Written(n - std::exchange(self->uncounted_, 0));
+                       self->stream_out_.clear();
+                       self->Pump();
+                     });
+  }
+
+  // ReadWhileStreaming notices the client going away (a stream has no more requests): what it
+  // sends is discarded, up to kMaxLinger bytes.
+  void ReadWhileStreaming() {
+    socket_.async_read_some(
+        buffer_.prepare(kReadChunk),
+        [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
+          if (self->closed_) return;
+          self->lingered_ += n;
+          if (ec || self->lingered_ > kMaxLinger) {
+            self->Close();
+            return;
+          }
+          self->ReadWhileStreaming();
+        });
+  }
+
   // --- closing ---------------------------------------------------------------------------------
 
   // GracefulClose sends FIN, then reads and discards until the client closes too (or the
@@ -502,6 +687,7 @@ class Server::Session : public std::enable_shared_from_this<Session> {
   void Close() {
     if (closed_) return;
     closed_ = true;
+    if (stream_) stream_->End();
     boost::system::error_code ec;
     socket_.shutdown(Socket::shutdown_both, ec);
     socket_.close(ec);
@@ -515,6 +701,10 @@ class Server::Session : public std::enable_shared_from_this<Session> {
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   Response res_;
   std::string head_;  // the serialised header of res_
+  std::shared_ptr<SessionStream> stream_;  // an accepted stream
+  std::string stream_out_;                 // the stream's bytes being written
+  std::size_t uncounted_ = 0;              // of them, the head (not counted by the stream)
+  bool stream_writing_ = false;
   Router::Match match_;
   std::optional<Response> early_;  // an error to send once the body has been discarded
   std::string_view route_ = kUnmatched;

@@ -320,6 +320,55 @@ void DashboardService::RegisterRoutes(http::Router& router) {
                alerts(req, minutes, respond);
              });
 
+  // One alert, and its acknowledgement. Alert ids are opaque decimal strings to clients: anything
+  // else is simply not an alert (404).
+  auto find_alert = [](const PathParams& pp) -> std::optional<std::int64_t> {
+    auto id = ParseInt(pp.Get("alert_id"));
+    if (!id || *id < 0) return std::nullopt;
+    return id;
+  };
+  auto alert_response = [](unsigned status, const core::Alert& a) {
+    std::string body;
+    codec::JsonWriter w(body);
+    codec::WriteAlert(w, a);
+    return http::MakeJson(status, std::move(body));
+  };
+  auto no_alert = [](const PathParams& pp) {
+    return http::MakeError(404, "alert_not_found",
+                           "no alert " + std::string(pp.Get("alert_id")) + " has fired",
+                           "alert_id");
+  };
+  router.Add(bh::verb::get, "/alerts/{alert_id}",
+             [this, find_alert, alert_response, no_alert](const Request&, const PathParams& pp,
+                                                          Respond respond) {
+               auto id = find_alert(pp);
+               if (!id) return respond(no_alert(pp));
+               auto a = store_.FindAlert(*id);
+               if (!a) return respond(StoreError(a.error()));
+               if (!*a) return respond(no_alert(pp));
+               respond(alert_response(200, **a));
+             });
+  router.Add(
+      bh::verb::post, "/alerts/{alert_id}/ack",
+      [this, find_alert, alert_response, no_alert](const Request& req, const PathParams& pp,
+                                                   Respond respond) {
+        auto ack = codec::ParseAlertAck(req.body());
+        if (!ack) {
+          const std::string& m = ack.error().message;
+          const std::string field = m.substr(0, m.find(':'));
+          return respond(http::MakeError(422, "invalid_value", m, field));
+        }
+        auto id = find_alert(pp);
+        if (!id) return respond(no_alert(pp));
+        ack->at = clock_.Now();
+        auto a = store_.Acknowledge(*id, *ack);
+        if (!a) return respond(StoreError(a.error()));
+        if (!*a) return respond(no_alert(pp));
+        if (on_alert_) on_alert_(**a);
+        respond(alert_response(200, **a));
+      },
+      {.max_body_bytes = 8 * 1024, .content_types = {"application/json"}});
+
   router.Add(bh::verb::get, "/devices",
              [this](const Request& req, const PathParams&, Respond respond) {
                store::DeviceQuery q;

@@ -5,6 +5,9 @@
 //   GET /aggregated                      window aggregates, newest first
 //   GET /alerts                          alerts (status=active|resolved|pending), newest first
 //   GET /alerts/recent                   alerts created in the last `minutes` (default 60)
+//   GET /alerts/{alert_id}               one alert that fired
+//   POST /alerts/{alert_id}/ack          acknowledge it ({"by","note"}, both optional; the
+//                                        first acknowledgement is kept; 200 with the alert)
 //   GET /devices                         devices with first/last seen, count, latest values
 //   GET /devices/{device_id}             one device
 //   GET /devices/{device_id}/telemetry   one device's readings
@@ -24,6 +27,8 @@
 // Thread-safety: handlers run on the listener's I/O threads and call the store synchronously.
 #pragma once
 
+#include <functional>
+
 #include "core/time.h"
 #include "http/router.h"
 #include "store/store.h"
@@ -35,10 +40,14 @@ class DashboardService {
   // The store and clock must outlive the service.
   DashboardService(store::Store& store, const core::Clock& clock);
   void RegisterRoutes(http::Router& router);
+  // OnAlertChanged: `fn` is called with an alert after a request changed it (acknowledged it),
+  // on the request's thread; set before RegisterRoutes.
+  void OnAlertChanged(std::function<void(const core::Alert&)> fn) { on_alert_ = std::move(fn); }
 
  private:
   store::Store& store_;
   const core::Clock& clock_;
+  std::function<void(const core::Alert&)> on_alert_;
 };
 
 // EncodeCursor / DecodeCursor give clients an opaque, URL-safe continuation token.

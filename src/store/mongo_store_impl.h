@@ -35,6 +35,9 @@ inline constexpr const char* kCheckpoints = "checkpoints";
 inline constexpr const char* kJournal = "journal";
 inline constexpr const char* kMinutes = "ingest_minutes";
 inline constexpr const char* kDeadLetters = "dead_letters";
+// alert_acks: {_id: the alert's _id, at, by, note}, written by the dashboard only (see
+// Store::Acknowledge); the alerts worker replaces alert documents and would erase a field.
+inline constexpr const char* kAlertAcks = "alert_acks";
 
 inline constexpr int kDuplicateKey = 11000;
 
@@ -143,6 +146,9 @@ struct MongoStore::Impl {
   void NoteFailure(const Error& e);
   void NoteSuccess();
   mongo::Collection Coll(mongo::Lease& lease, const char* name);
+  // AttachAcks fills in the acknowledgements of `alerts` from alert_acks, with one query
+  // (mongo_store_read.cc).
+  Status AttachAcks(mongo::Lease& lease, std::vector<core::Alert>& alerts);
   // Retry runs `fn` (which returns a Status or Result) until it succeeds, fails with an error
   // other than kUnavailable, max_attempts are used up, or the health monitor finds the server
   // down; backoff doubles with full jitter.

@@ -2,6 +2,7 @@
 // a keyset cursor, served by the indexes made in mongo_store.cc; every value in a filter is typed
 // BSON built from the query's fields, never text.
 #include <algorithm>
+#include <unordered_map>
 #include <limits>
 
 #include "store/mongo_store_impl.h"
@@ -326,6 +327,94 @@ Result<Page<Aggregate>> MongoStore::Aggregates(const AggregateQuery& q) {
   return out;
 }
 
+// AttachAcks fills in the acknowledgements of `alerts` from alert_acks, with one query (the
+// collection holds only acknowledged alerts: a handful, so FerretDB's scan of it for $in is cheap).
+Status MongoStore::Impl::AttachAcks(mongo::Lease& lease, std::vector<core::Alert>& alerts) {
+  if (alerts.empty()) return Status::Ok();
+  std::unordered_map<std::string, core::Alert*> by_id;
+  Bson filter;
+  Builder(filter).Doc("_id", [&](Builder& b) {
+    b.Array("$in", [&](Builder& list) {
+      for (core::Alert& a : alerts) {
+        auto [it, inserted] = by_id.emplace(PaddedId(a.id), &a);
+        if (inserted) list.Str("", it->first);
+      }
+    });
+  });
+  return Find(lease, mongo::kAlertAcks, filter.get(), nullptr, [&](const bson_t* doc) {
+    bson_iter_t it;
+    if (!bson_iter_init(&it, doc)) return Status(Corrupt(mongo::kAlertAcks, "unreadable"));
+    core::AlertAck ack;
+    core::Alert* alert = nullptr;
+    while (bson_iter_next(&it)) {
+      std::string_view key = bson_iter_key(&it);
+      if (key == "_id") {
+        auto found = by_id.find(std::string(mongo::AsString(it).value_or("")));
+        if (found != by_id.end()) alert = found->second;
+      } else if (key == "at") {
+        ack.at = mongo::AsDate(it).value_or(core::Timestamp{});
+      } else if (key == "by") {
+        ack.by = std::string(mongo::AsString(it).value_or(""));
+      } else if (key == "note") {
+        ack.note = std::string(mongo::AsString(it).value_or(""));
+      }
+    }
+    if (alert) alert->ack = std::move(ack);
+    return Status::Ok();
+  });
+}
+
+Result<std::optional<core::Alert>> MongoStore::FindAlert(std::int64_t id) {
+  Bson filter;
+  Builder(filter).Str("_id", PaddedId(id));
+  mongo::Lease lease(impl_->pool);
+  std::vector<core::Alert> found;
+  Status s = impl_->Retry([&] {
+    found.clear();
+    Status read = impl_->Find(lease, mongo::kAlerts, filter.get(), nullptr,
+                              [&](const bson_t* doc) {
+                                auto a = AlertFrom(doc);
+                                if (!a) return Status(a.error());
+                                if (a->status != core::AlertStatus::kPending) {
+                                  found.push_back(std::move(*a));
+                                }
+                                return Status::Ok();
+                              });
+    if (!read) return read;
+    return impl_->AttachAcks(lease, found);
+  });
+  if (!s) return s.error();
+  if (found.empty()) return std::optional<core::Alert>();
+  return std::optional<core::Alert>(std::move(found.front()));
+}
+
+Result<std::optional<core::Alert>> MongoStore::Acknowledge(std::int64_t id,
+                                                           const core::AlertAck& ack) {
+  auto alert = FindAlert(id);
+  if (!alert || !*alert || (*alert)->ack) return alert;
+  // First acknowledgement wins: $setOnInsert writes nothing when one exists; two concurrent
+  // upserts of one _id may race to E11000, which means another one was stored first.
+  Bson filter, update, opts;
+  Builder(filter).Str("_id", PaddedId(id));
+  Builder(update).Doc("$setOnInsert", [&](Builder& b) {
+    b.Date("at", ack.at).Str("by", ack.by).Str("note", ack.note);
+  });
+  Builder(opts).Bool("upsert", true);
+  mongo::Lease lease(impl_->pool);
+  Status s = impl_->Retry([&]() -> Status {
+    auto coll = impl_->Coll(lease, mongo::kAlertAcks);
+    bson_error_t error;
+    if (!mongoc_collection_update_one(coll.get(), filter.get(), update.get(), opts.get(), nullptr,
+                                      &error) &&
+        error.code != mongo::kDuplicateKey) {
+      return mongo::ClassifyError(error, "acknowledging alert " + std::to_string(id));
+    }
+    return Status::Ok();
+  });
+  if (!s) return s.error();
+  return FindAlert(id);
+}
+
 Result<Page<core::Alert>> MongoStore::Alerts(const AlertQuery& q) {
   Bson filter;
   Builder b(filter);
@@ -355,6 +444,9 @@ Result<Page<core::Alert>> MongoStore::Alerts(const AlertQuery& q) {
     });
   });
   if (!s) return s.error();
+  if (Status acks = impl_->Retry([&] { return impl_->AttachAcks(lease, items); }); !acks) {
+    return acks.error();
+  }
   return Cut(std::move(items), q.limit, [](const core::Alert& a) {
     return Cursor{core::ToUnixMicros(a.created_at), a.id, {}};
   });

@@ -6,9 +6,10 @@
 
 namespace iot::store::sql {
 
-// kSchemaVersion is `PRAGMA user_version` of a database created by this code: kSchema then
-// kDeadLetterSchema. Version 1 was kSchema alone; Open upgrades it by running kDeadLetterSchema.
-inline constexpr int kSchemaVersion = 2;
+// kSchemaVersion is `PRAGMA user_version` of a database created by this code: kSchema, then
+// kDeadLetterSchema, then kAckSchema. Version 1 was kSchema alone, version 2 had no
+// acknowledgements; Open upgrades both by running what they lack.
+inline constexpr int kSchemaVersion = 3;
 
 // ---- schema -------------------------------------------------------------------------------
 
@@ -141,6 +142,19 @@ CREATE TABLE dead_letters(
 CREATE INDEX dead_letters_by_time ON dead_letters(failed_at);
 CREATE INDEX dead_letters_by_consumer ON dead_letters(consumer, failed_at);
 PRAGMA user_version = 2;
+)sql";
+
+// alert_acks: acknowledgements of alerts (POST /alerts/{id}/ack), one per alert, written by the
+// dashboard and never by Apply, so that the alerts worker's upserts cannot erase them; alert
+// reads join them in. The alert's id is the key (no foreign key: an alert is never deleted once
+// it fired, and acknowledging checks that it did).
+inline constexpr const char* kAckSchema = R"sql(
+CREATE TABLE alert_acks(
+  alert_id INTEGER PRIMARY KEY,
+  ack_at INTEGER NOT NULL,
+  ack_by TEXT NOT NULL,
+  ack_note TEXT NOT NULL);
+PRAGMA user_version = 3;
 )sql";
 
 // ---- statements (static storage: the statement caches are keyed by address) ----------------
@@ -309,23 +323,35 @@ inline constexpr const char* kAggregatesByTime = IOT_AGG_COLUMNS
 
 // Alerts: ?1 device id, ?2 status (NULL: active or resolved), created_at in [?3, ?4], strictly
 // after the cursor (?5 created_at, ?6 id) in descending order, ?7 rows.
+// Columns 14-16 are the acknowledgement (NULL when there is none).
 #define IOT_ALERT_COLUMNS                                                                 \
   "SELECT id, device_id, sensor_type, value, alert_type, severity, message, ts, status, " \
-  "threshold, created_at, updated_at, resolved_at, count FROM alerts "
+  "threshold, created_at, updated_at, resolved_at, count, ack_at, ack_by, ack_note FROM alerts "
+#define IOT_ALERT_ACKS " LEFT JOIN alert_acks ON alert_acks.alert_id = alerts.id "
 #define IOT_ALERT_AFTER                                                        \
   " AND created_at >= ?3 AND created_at <= ?4 AND (created_at, id) < (?5, ?6)" \
   " ORDER BY created_at DESC, id DESC LIMIT ?7"
 inline constexpr const char* kAlertsOfDevice = IOT_ALERT_COLUMNS
-    "INDEXED BY alerts_by_device WHERE device_id = ?1"
+    "INDEXED BY alerts_by_device" IOT_ALERT_ACKS "WHERE device_id = ?1"
     " AND (CASE WHEN ?2 IS NULL THEN status <> 0 ELSE status = ?2 END)" IOT_ALERT_AFTER;
-inline constexpr const char* kAlertsWithStatus =
-    IOT_ALERT_COLUMNS "INDEXED BY alerts_by_status WHERE status = ?2" IOT_ALERT_AFTER;
-inline constexpr const char* kAlertsAll =
-    IOT_ALERT_COLUMNS "INDEXED BY alerts_by_created WHERE status <> 0" IOT_ALERT_AFTER;
-inline constexpr const char* kOpenAlerts =
-    IOT_ALERT_COLUMNS "INDEXED BY alerts_by_status WHERE status IN (0, 1) ORDER BY id";
+inline constexpr const char* kAlertsWithStatus = IOT_ALERT_COLUMNS
+    "INDEXED BY alerts_by_status" IOT_ALERT_ACKS "WHERE status = ?2" IOT_ALERT_AFTER;
+inline constexpr const char* kAlertsAll = IOT_ALERT_COLUMNS
+    "INDEXED BY alerts_by_created" IOT_ALERT_ACKS "WHERE status <> 0" IOT_ALERT_AFTER;
+inline constexpr const char* kOpenAlerts = IOT_ALERT_COLUMNS
+    "INDEXED BY alerts_by_status" IOT_ALERT_ACKS "WHERE status IN (0, 1) ORDER BY id";
+// A fired alert by id: ?1 id.
+inline constexpr const char* kFindAlert =
+    IOT_ALERT_COLUMNS IOT_ALERT_ACKS "WHERE id = ?1 AND status <> 0";
 #undef IOT_ALERT_COLUMNS
+#undef IOT_ALERT_ACKS
 #undef IOT_ALERT_AFTER
+// Acknowledges alert ?1 (at ?2, by ?3, note ?4) when it has fired; a second acknowledgement
+// keeps the first.
+inline constexpr const char* kAcknowledgeAlert =
+    "INSERT INTO alert_acks(alert_id, ack_at, ack_by, ack_note) "
+    "SELECT id, ?2, ?3, ?4 FROM alerts WHERE id = ?1 AND status <> 0 "
+    "ON CONFLICT(alert_id) DO NOTHING";
 
 // Dead letters: ?1 consumer, failed_at in [?2, ?3], strictly after the cursor (?4 failed_at,
 // ?5 id) in descending order, ?6 rows.

@@ -91,9 +91,13 @@ Status CreateOrCheckSchema(Connection& conn) {
   if (version == 0) {
     if (Status s = conn.Exec(sql::kSchema); !s) return s;
     if (Status s = conn.Exec(sql::kDeadLetterSchema); !s) return s;
-  } else if (version == 1) {
-    // Version 1 had no dead letters; everything else is unchanged.
-    if (Status s = conn.Exec(sql::kDeadLetterSchema); !s) return s;
+    if (Status s = conn.Exec(sql::kAckSchema); !s) return s;
+  } else if (version == 1 || version == 2) {
+    // Version 1 had no dead letters, version 2 no acknowledgements; the rest is unchanged.
+    if (version == 1) {
+      if (Status s = conn.Exec(sql::kDeadLetterSchema); !s) return s;
+    }
+    if (Status s = conn.Exec(sql::kAckSchema); !s) return s;
   } else if (version != sql::kSchemaVersion) {
     return MakeError(Errc::kCorruption, "store: unknown schema version " + std::to_string(version));
   }
@@ -174,6 +178,15 @@ Result<Page<Aggregate>> SqliteStore::Aggregates(const AggregateQuery& q) {
 }
 
 Result<Page<core::Alert>> SqliteStore::Alerts(const AlertQuery& q) { return impl_->Alerts(q); }
+
+Result<std::optional<core::Alert>> SqliteStore::FindAlert(std::int64_t id) {
+  return impl_->FindAlert(id);
+}
+
+Result<std::optional<core::Alert>> SqliteStore::Acknowledge(std::int64_t id,
+                                                            const core::AlertAck& ack) {
+  return impl_->Acknowledge(id, ack);
+}
 
 Result<std::optional<Device>> SqliteStore::FindDevice(const std::string& device_id) {
   return impl_->FindDevice(device_id);

@@ -114,6 +114,9 @@ class SqliteStore final : public Store {
   Result<Page<Aggregate>> Aggregates(const AggregateQuery& q) override;
   Result<Page<core::Alert>> Alerts(const AlertQuery& q) override;
   Result<std::optional<Device>> FindDevice(const std::string& device_id) override;
+  Result<std::optional<core::Alert>> FindAlert(std::int64_t id) override;
+  Result<std::optional<core::Alert>> Acknowledge(std::int64_t id,
+                                                 const core::AlertAck& ack) override;
   Result<std::vector<Device>> Devices(const DeviceQuery& q) override;
   Result<Stats> GetStats(core::Timestamp now) override;
   Result<Page<DeadLetter>> DeadLetters(const DeadLetterQuery& q) override;

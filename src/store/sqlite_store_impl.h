@@ -250,12 +250,16 @@ struct SqliteStore::Impl {
   Result<std::int64_t> TrimChunk(std::int64_t chunk_id, std::int64_t device_key, int span_class,
                                  std::int64_t max_ts, std::string_view blob, std::int64_t cutoff);
 
+  // Acknowledge writes an acknowledgement on the writer (write_mu), then reads the alert back.
+  Result<std::optional<core::Alert>> Acknowledge(std::int64_t id, const core::AlertAck& ack);
+
   // ---- queries (sqlite_store_read.cc) ----
   Result<Page<StoredReading>> Telemetry(const TelemetryQuery& query);
   Result<Page<Aggregate>> Aggregates(const AggregateQuery& query);
   Result<Page<core::Alert>> Alerts(const AlertQuery& query);
   Result<std::vector<core::Alert>> OpenAlerts();
   Result<std::optional<Device>> FindDevice(const std::string& device_id);
+  Result<std::optional<core::Alert>> FindAlert(std::int64_t id);
   Result<std::vector<Device>> Devices(const DeviceQuery& query);
   Result<Stats> GetStats(core::Timestamp now);
   Result<Page<DeadLetter>> DeadLetters(const DeadLetterQuery& query);

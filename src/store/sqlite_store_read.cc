@@ -159,6 +159,10 @@ Result<core::Alert> AlertFromRow(const Query& q) {
   a.updated_at = core::FromUnixMicros(q.Int(11));
   if (!q.IsNull(12)) a.resolved_at = core::FromUnixMicros(q.Int(12));
   a.count = q.Int(13);
+  if (!q.IsNull(14)) {
+    a.ack = core::AlertAck{core::FromUnixMicros(q.Int(14)), std::string(q.Text(15)),
+                           std::string(q.Text(16))};
+  }
   return a;
 }
 
@@ -425,6 +429,19 @@ Result<Page<core::Alert>> SqliteStore::Impl::Alerts(const AlertQuery& query) {
     page.items.push_back(std::move(*alert));
   }
   return page;
+}
+
+Result<std::optional<core::Alert>> SqliteStore::Impl::FindAlert(std::int64_t id) {
+  auto lease = Acquire();
+  auto q = (*lease)->conn->Prepare(sql::kFindAlert);
+  if (!q) return q.error();
+  q->Bind(1, id);
+  auto row = q->Step();
+  if (!row) return row.error();
+  if (!*row) return std::optional<core::Alert>();
+  auto alert = AlertFromRow(*q);
+  if (!alert) return alert.error();
+  return std::optional<core::Alert>(std::move(*alert));
 }
 
 Result<Page<DeadLetter>> SqliteStore::Impl::DeadLetters(const DeadLetterQuery& query) {

@@ -58,6 +58,18 @@ Status SqliteStore::Impl::Apply(const WriteBatch& batch) {
   return s;
 }
 
+Result<std::optional<core::Alert>> SqliteStore::Impl::Acknowledge(std::int64_t id,
+                                                                  const core::AlertAck& ack) {
+  {
+    std::lock_guard lock(write_mu);
+    auto q = writer->Prepare(sql::kAcknowledgeAlert);
+    if (!q) return q.error();
+    q->Bind(1, id).Bind(2, core::ToUnixMicros(ack.at)).Bind(3, ack.by).Bind(4, ack.note);
+    if (auto row = q->Step(); !row) return row.error();
+  }
+  return FindAlert(id);
+}
+
 void SqliteStore::Impl::ClearWriterCaches() {
   device_cache.clear();
   sensor_cache.clear();

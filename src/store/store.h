@@ -205,6 +205,15 @@ class Store {
   virtual Result<Page<Aggregate>> Aggregates(const AggregateQuery& q) = 0;
   virtual Result<Page<core::Alert>> Alerts(const AlertQuery& q) = 0;
   virtual Result<std::optional<Device>> FindDevice(const std::string& device_id) = 0;
+  // FindAlert returns alert `id` when it has fired (active or resolved), else nullopt (unknown
+  // or still pending, as the listings do).
+  virtual Result<std::optional<core::Alert>> FindAlert(std::int64_t id) = 0;
+  // Acknowledge stores `ack` for alert `id` when it has fired and has no acknowledgement yet (the
+  // first one is kept: acknowledging twice changes nothing), and returns the alert with its
+  // acknowledgement; nullopt when FindAlert would. Every alert the store returns (Alerts,
+  // FindAlert) carries its acknowledgement; OpenAlerts need not.
+  virtual Result<std::optional<core::Alert>> Acknowledge(std::int64_t id,
+                                                         const core::AlertAck& ack) = 0;
   virtual Result<std::vector<Device>> Devices(const DeviceQuery& q) = 0;
   virtual Result<Stats> GetStats(core::Timestamp now) = 0;
   // DeadLetters lists dead letters newest first (failed_at, then a tiebreak), for GET /dlq.

@@ -48,7 +48,12 @@ def container_env(where, container, maps):
             # they must be optional, so that the manifests apply without them.
             assert source["secretRef"].get("optional") is True, where
     for e in container.get("env", []):
-        env[e["name"]] = str(e.get("value", ""))
+        ref = (e.get("valueFrom") or {}).get("configMapKeyRef")
+        if ref:
+            assert ref["key"] in maps.get(ref["name"], {}), f"{where}: {e['name']} -> {ref}"
+            env[e["name"]] = str(maps[ref["name"]][ref["key"]])
+        else:
+            env[e["name"]] = str(e.get("value", ""))
     return env
 
 
@@ -73,16 +78,16 @@ def test_container_sets_only_what_its_role_reads(options, where, container):
             port = container[probe]["httpGet"]["port"]
             named = {p.get("name"): p["containerPort"] for p in container["ports"]}
             assert named.get(port, port) in served, f"{where}: {probe} on {port}"
-    # The distributed roles need Kafka and MongoDB where they use them.
-    if role != "dashboard":
-        assert env.get("BUS") == "kafka", where
+    # The distributed roles need Kafka and MongoDB where they use them (the dashboard reads
+    # Kafka for its live stream).
+    assert env.get("BUS") == "kafka", where
     if role != "ingest":
         assert env.get("STORE") == "mongodb", where
 
 
 def test_the_check_sees_configmap_keys(options):
     # A key that `iotd dashboard` does not read, loaded whole into its environment, is caught.
-    maps = {"m": {"BUS": "kafka"}}
+    maps = {"m": {"DLQ_TOPIC": "telemetry.dlq"}}
     env = container_env("x", {"envFrom": [{"configMapRef": {"name": "m"}}]}, maps)
     with pytest.raises(AssertionError, match="ignores"):
         check_role_config("x", options, ["dashboard"], env, {8002})

@@ -61,7 +61,21 @@ TEST(WriteAlertTest, WritesEveryFieldWithNullResolvedAtWhileOpen) {
             R"("alert_type":"threshold_high","severity":"warning",)"
             R"("message":"temperature_c 55.2 above max 50","timestamp":"2024-05-01T12:01:00Z",)"
             R"("status":"active","threshold":50,"created_at":"2024-05-01T12:00:00Z",)"
-            R"("updated_at":"2024-05-01T12:01:00Z","resolved_at":null,"count":3})");
+            R"("updated_at":"2024-05-01T12:01:00Z","resolved_at":null,"count":3,)"
+            R"("acknowledged":false,"acknowledged_at":null,"acknowledged_by":null,)"
+            R"("acknowledged_note":null})");
+}
+
+TEST(WriteAlertTest, WritesTheAcknowledgement) {
+  core::Alert a = SampleAlert();
+  a.ack = core::AlertAck{At("2024-05-01T12:03:00Z"), "ops \"on call\"", "fan replaced"};
+  std::string out;
+  JsonWriter w(out);
+  WriteAlert(w, a);
+  EXPECT_NE(out.find(R"("count":3,"acknowledged":true,"acknowledged_at":"2024-05-01T12:03:00Z",)"
+                     R"("acknowledged_by":"ops \"on call\"","acknowledged_note":"fan replaced"})"),
+            std::string::npos)
+      << out;
 }
 
 TEST(WriteAlertTest, WritesResolvedAt) {

@@ -86,6 +86,48 @@ class Client {
     return head;
   }
 
+  // ReadUntil reads up to and including `delim` and returns it all (empty on timeout/close).
+  std::string ReadUntil(std::string_view delim) {
+    std::size_t n = 0;
+    const auto ec = Await([&](auto handler) {
+      net::async_read_until(socket_, net::dynamic_buffer(stream_), std::string(delim),
+                            [&n, handler](boost::system::error_code e, std::size_t got) mutable {
+                              n = got;
+                              handler(e, got);
+                            });
+    });
+    if (ec) return {};
+    std::string out = stream_.substr(0, n);
+    stream_.erase(0, n);
+    return out;
+  }
+
+  // DrainUntilClosed reads and discards until the server closes the connection; false when it
+  // stays open past kClientTimeout.
+  bool DrainUntilClosed() {
+    for (;;) {
+      char chunk[65536];
+      std::size_t n = 0;
+      const auto ec = Await([&](auto handler) {
+        socket_.async_read_some(net::buffer(chunk), [&n, handler](boost::system::error_code e,
+                                                                   std::size_t got) mutable {
+          n = got;
+          handler(e, got);
+        });
+      });
+      if (ec == net::error::eof || ec == net::error::connection_reset) return true;
+      if (ec) return false;
+    }
+  }
+
+  // SetReceiveBuffer makes the kernel hold little for this client (a slow client fills up fast).
+  void SetReceiveBuffer(int bytes) { socket_.set_option(net::socket_base::receive_buffer_size(bytes)); }
+
+  void Close() {
+    boost::system::error_code ec;
+    socket_.close(ec);
+  }
+
   // ClosedByPeer reports whether the server closes the connection (end of stream or reset)
   // without sending anything more; false when data arrives or nothing happens in time.
   bool ClosedByPeer() {
@@ -118,6 +160,7 @@ class Client {
   net::io_context io_;
   tcp::socket socket_;
   beast::flat_buffer buffer_;
+  std::string stream_;  // what ReadUntil read beyond its delimiter
 };
 
 // Held collects the Respond callbacks of requests that a test answers later, from its thread.
@@ -612,6 +655,160 @@ TEST_F(ServerTest, StartFailsWithInvalidArgumentForABadAddress) {
   const Status s = server.Start();
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().code, Errc::kInvalidArgument);
+}
+
+// ---- streaming responses (stream.h) ------------------------------------------------------
+
+// Streams collects the writers of accepted streams.
+class Streams {
+ public:
+  void Add(std::shared_ptr<StreamWriter> w) {
+    std::lock_guard lock(mu_);
+    writers_.push_back(std::move(w));
+    cv_.notify_all();
+  }
+  std::shared_ptr<StreamWriter> WaitForOne() {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, kClientTimeout, [&] { return !writers_.empty(); });
+    return writers_.empty() ? nullptr : writers_.back();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::shared_ptr<StreamWriter>> writers_;
+};
+
+// Eventually polls `fn` until it holds or kClientTimeout passes.
+template <typename F>
+bool Eventually(F fn) {
+  const auto deadline = std::chrono::steady_clock::now() + kClientTimeout;
+  while (!fn()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+class StreamTest : public ServerTest {
+ protected:
+  void AddStreams(std::size_t max_queued = 1 << 20) {
+    router_->AddStream(
+        verb::get, "/events",
+        [this](const Request& req, const PathParams&,
+               std::shared_ptr<StreamWriter> w) -> std::optional<Response> {
+          if (req.target().find("refuse") != beast::string_view::npos) {
+            return MakeError(503, "overloaded", "too many streams");
+          }
+          streams_.Add(std::move(w));
+          return std::nullopt;
+        },
+        StreamOptions{.content_type = "text/event-stream", .max_queued_bytes = max_queued});
+  }
+  Streams streams_;
+};
+
+TEST_F(StreamTest, SendsTheHeadAtOnceThenWhatIsWrittenUntilClosed) {
+  AddStreams();
+  StartServer();
+  Client c(port());
+  c.Send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n");
+  const std::string head = c.ReadUntil("\r\n\r\n");
+  EXPECT_THAT(head, HasSubstr("HTTP/1.1 200 OK\r\n"));
+  EXPECT_THAT(head, HasSubstr("Content-Type: text/event-stream\r\n"));
+  EXPECT_THAT(head, HasSubstr("Cache-Control: no-cache\r\n"));
+  EXPECT_THAT(head, HasSubstr("Connection: close\r\n"));
+  EXPECT_THAT(head, ::testing::Not(HasSubstr("Content-Length")));
+  auto w = streams_.WaitForOne();
+  ASSERT_NE(w, nullptr);
+  std::thread writer([w] {
+    EXPECT_TRUE(w->Write("data: 1\n\n"));
+    EXPECT_TRUE(w->Write("data: 2\n\n"));
+  });
+  writer.join();
+  EXPECT_EQ(c.ReadUntil("data: 1\n\n"), "data: 1\n\n");
+  EXPECT_EQ(c.ReadUntil("\n\n"), "data: 2\n\n");
+  w->Close();
+  EXPECT_FALSE(w->Open());
+  EXPECT_FALSE(w->Write("data: 3\n\n"));
+  EXPECT_TRUE(c.ClosedByPeer());
+  ASSERT_EQ(observed().size(), 1u);
+  EXPECT_EQ(observed()[0].route, "/events");
+  EXPECT_EQ(observed()[0].status, 200u);
+}
+
+TEST_F(StreamTest, ARefusedStreamIsAnOrdinaryResponse) {
+  AddStreams();
+  StartServer();
+  Client c(port());
+  Response res = c.Exchange(verb::get, "/events?refuse=1");
+  EXPECT_EQ(res.result_int(), 503u);
+  EXPECT_THAT(res.body(), HasSubstr("overloaded"));
+  EXPECT_TRUE(res.keep_alive());
+  EXPECT_EQ(c.Exchange(verb::get, "/devices/7").result_int(), 200u);
+}
+
+TEST_F(StreamTest, AClientThatGoesAwayEndsItsStream) {
+  AddStreams();
+  StartServer();
+  Client c(port());
+  c.Send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n");
+  c.ReadUntil("\r\n\r\n");
+  auto w = streams_.WaitForOne();
+  ASSERT_NE(w, nullptr);
+  c.Close();
+  EXPECT_TRUE(Eventually([&] { return !w->Open(); }));
+  EXPECT_FALSE(w->Write("data: late\n\n"));
+  EXPECT_FALSE(w->Overflowed());
+  EXPECT_TRUE(Eventually([&] { return server_->ActiveConnections() == 0; }));
+}
+
+TEST_F(StreamTest, AClientThatDoesNotReadIsCutOffAtTheQueueBoundWhileOthersGoOn) {
+  constexpr std::size_t kBound = 64 * 1024;
+  AddStreams(kBound);
+  StartServer();
+  Client stalled(port());
+  stalled.SetReceiveBuffer(4096);
+  stalled.Send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto slow = streams_.WaitForOne();
+  ASSERT_NE(slow, nullptr);
+  Client reader(port());
+  reader.Send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n");
+  reader.ReadUntil("\r\n\r\n");
+  std::shared_ptr<StreamWriter> fast;
+  ASSERT_TRUE(Eventually([&] { return (fast = streams_.WaitForOne()) != slow; }));
+
+  // Write until the stalled stream refuses: the kernel's buffers take some, then the queue
+  // fills up to the bound. It must end long before 64 MiB.
+  const std::string event = "data: " + std::string(1000, 'x') + "\n\n";
+  std::size_t written = 0;
+  while (slow->Write(event)) {
+    written += event.size();
+    ASSERT_LT(written, 64u << 20) << "a stalled client was never cut off";
+  }
+  EXPECT_TRUE(slow->Overflowed());
+  EXPECT_FALSE(slow->Open());
+  EXPECT_TRUE(stalled.DrainUntilClosed());
+
+  // The other client was not held up and still gets events.
+  EXPECT_TRUE(fast->Open());
+  EXPECT_TRUE(fast->Write("data: still here\n\n"));
+  EXPECT_FALSE(reader.ReadUntil("data: still here\n\n").empty());
+}
+
+TEST_F(StreamTest, StopEndsEveryStream) {
+  AddStreams();
+  StartServer();
+  Client c(port());
+  c.Send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n");
+  c.ReadUntil("\r\n\r\n");
+  auto w = streams_.WaitForOne();
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(w->Write("data: before\n\n"));
+  server_->Stop();
+  EXPECT_EQ(c.ReadUntil("\n\n"), "data: before\n\n");
+  EXPECT_TRUE(c.ClosedByPeer());
+  EXPECT_TRUE(Eventually([&] { return !w->Open(); }));
 }
 
 }  // namespace

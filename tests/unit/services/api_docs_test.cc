@@ -15,7 +15,9 @@
 #include "metrics/metrics.h"
 #include "services/dashboard_service.h"
 #include "services/ingest_service.h"
+#include "services/live_stream.h"
 #include "services/ops_routes.h"
+#include "services/ui_routes.h"
 #include "services_test_util.h"
 #include "web/assets.h"
 
@@ -75,6 +77,8 @@ class ApiDocsTest : public ::testing::Test {
     AddOpsRoutes(ingest_router_, registry_, nullptr);
     AddApiDocsRoutes(ingest_router_, Api::kIngest);
     dashboard_.RegisterRoutes(dashboard_router_);
+    live_.RegisterRoutes(dashboard_router_);
+    AddUiRoutes(dashboard_router_, UiOptions{});
     AddOpsRoutes(dashboard_router_, registry_, nullptr);
     AddApiDocsRoutes(dashboard_router_, Api::kDashboard);
   }
@@ -94,6 +98,7 @@ class ApiDocsTest : public ::testing::Test {
   testing::TempDir dir_;
   std::unique_ptr<store::SqliteStore> store_ = testing::OpenStore(dir_);
   DashboardService dashboard_{*store_, clock_};
+  LiveStream live_{LiveStreamOptions{}, *store_, ReadingSource{}, registry_};
   http::Router ingest_router_;
   http::Router dashboard_router_;
 };

@@ -342,6 +342,72 @@ TEST_F(DashboardServiceTest, RecentAlertsAreCountedFromTheServerClock) {
   EXPECT_EQ(Ids(Get(router_, "/alerts?device_id=dev-2")), (std::vector<std::string>{"2"}));
 }
 
+TEST_F(DashboardServiceTest, AnAlertCanBeFetchedAndAcknowledgedOnceAndTheChangeIsAnnounced) {
+  store::WriteBatch b;
+  b.alert_upserts = {AlertOf(7, "dev-1", core::AlertStatus::kActive, clock_.Now() - 5min),
+                     AlertOf(8, "dev-1", core::AlertStatus::kPending, clock_.Now() - 1min)};
+  IOT_ASSERT_OK(store_->Apply(b));
+  std::vector<core::Alert> announced;
+  DashboardService service{*store_, clock_};
+  service.OnAlertChanged([&](const core::Alert& a) { announced.push_back(a); });
+  http::Router router;
+  service.RegisterRoutes(router);
+  auto post = [&](const std::string& target, std::string body) {
+    auto req = testing::MakeRequest(http::beast::http::verb::post, target, std::move(body),
+                                    "application/json");
+    return testing::Serve(router, std::move(req))->Response();
+  };
+
+  auto one = Get(router, "/alerts/7");
+  ASSERT_EQ(one.result_int(), 200u) << one.body();
+  simdjson::dom::element alert = parser_.parse(one.body());
+  EXPECT_EQ(std::string_view(alert["id"]), "7");
+  EXPECT_FALSE(bool(alert["acknowledged"]));
+  EXPECT_TRUE(alert["acknowledged_at"].is_null());
+
+  auto acked = post("/alerts/7/ack", R"({"by":"ops","note":"on it"})");
+  ASSERT_EQ(acked.result_int(), 200u) << acked.body();
+  alert = parser_.parse(acked.body());
+  EXPECT_TRUE(bool(alert["acknowledged"]));
+  EXPECT_EQ(std::string_view(alert["acknowledged_by"]), "ops");
+  EXPECT_EQ(std::string_view(alert["acknowledged_note"]), "on it");
+  EXPECT_EQ(std::string_view(alert["acknowledged_at"]), core::FormatIso8601(clock_.Now()));
+  ASSERT_EQ(announced.size(), 1u);
+  EXPECT_EQ(announced[0].ack->by, "ops");
+
+  // Again, later, by someone else, without a body: the first acknowledgement stays.
+  clock_.Advance(1min);
+  auto again = post("/alerts/7/ack", "");
+  ASSERT_EQ(again.result_int(), 200u);
+  EXPECT_EQ(std::string_view(parser_.parse(again.body())["acknowledged_by"]), "ops");
+  alert = parser_.parse(Get(router, "/alerts?status=active").body()).at(0);
+  EXPECT_EQ(std::string_view(alert["acknowledged_by"]), "ops");
+
+  // Unknown, pending and malformed ids are 404; bad bodies are 422 naming the member.
+  for (const char* target : {"/alerts/9/ack", "/alerts/8/ack", "/alerts/x/ack", "/alerts/-7/ack"}) {
+    auto r = post(target, "{}");
+    EXPECT_EQ(r.result_int(), 404u) << target;
+    EXPECT_NE(r.body().find("alert_not_found"), std::string::npos) << target;
+  }
+  EXPECT_EQ(Get(router, "/alerts/8").result_int(), 404u);
+  const std::pair<const char*, const char*> bad[] = {
+      {R"({"by":1})", "by"}, {R"({"who":"x"})", "who"}, {R"([1])", "body"},
+      {R"({"by":)", "body"}, {R"({"note":"x"})" "  ", ""}};
+  for (const auto& [body, field] : bad) {
+    auto r = post("/alerts/7/ack", body);
+    if (*field == 0) {
+      EXPECT_EQ(r.result_int(), 200u) << body;
+      continue;
+    }
+    EXPECT_EQ(r.result_int(), 422u) << body;
+    EXPECT_NE(r.body().find(std::string("\"field\":\"") + field + "\""), std::string::npos)
+        << r.body();
+  }
+  const std::string long_by = R"({"by":")" + std::string(201, 'x') + R"("})";
+  EXPECT_EQ(post("/alerts/7/ack", long_by).result_int(), 422u);
+  EXPECT_EQ(announced.size(), 3u);  // the two accepted requests after the first
+}
+
 TEST_F(DashboardServiceTest, DevicesAreListedByIdAndPagedWithTheLastId) {
   AddReadings();
   auto page1 = Get(router_, "/devices?limit=1");
@@ -483,6 +549,10 @@ class DownStore final : public store::Store {
   }
   Result<store::Page<core::Alert>> Alerts(const store::AlertQuery&) override { return Down(); }
   Result<std::optional<store::Device>> FindDevice(const std::string&) override { return Down(); }
+  Result<std::optional<core::Alert>> FindAlert(std::int64_t) override { return Down(); }
+  Result<std::optional<core::Alert>> Acknowledge(std::int64_t, const core::AlertAck&) override {
+    return Down();
+  }
   Result<std::vector<store::Device>> Devices(const store::DeviceQuery&) override {
     return Down();
   }

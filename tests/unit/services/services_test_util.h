@@ -337,6 +337,13 @@ class FlakyStore final : public store::Store {
   Result<store::Page<core::Alert>> Alerts(const store::AlertQuery& q) override {
     return inner_.Alerts(q);
   }
+  Result<std::optional<core::Alert>> FindAlert(std::int64_t id) override {
+    return inner_.FindAlert(id);
+  }
+  Result<std::optional<core::Alert>> Acknowledge(std::int64_t id,
+                                                 const core::AlertAck& ack) override {
+    return inner_.Acknowledge(id, ack);
+  }
   Result<std::optional<store::Device>> FindDevice(const std::string& device_id) override {
     return inner_.FindDevice(device_id);
   }

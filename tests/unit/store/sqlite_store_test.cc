@@ -238,11 +238,13 @@ TEST_F(SqliteStoreTest, OpenUpgradesAVersion1DatabaseWithoutDeadLetters) {
     IOT_ASSERT_OK(store->Apply(b));
   }
   {
-    // What version 1 of the schema was: everything but the dead_letters table.
+    // What version 1 of the schema was: everything but the dead_letters and alert_acks tables.
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open((dir_ / "store.db").c_str(), &db), SQLITE_OK);
-    EXPECT_EQ(sqlite3_exec(db, "DROP TABLE dead_letters; PRAGMA user_version = 1", nullptr, nullptr,
-                           nullptr),
+    EXPECT_EQ(sqlite3_exec(db,
+                           "DROP TABLE dead_letters; DROP TABLE alert_acks; "
+                           "PRAGMA user_version = 1",
+                           nullptr, nullptr, nullptr),
               SQLITE_OK);
     sqlite3_close(db);
   }
@@ -255,6 +257,39 @@ TEST_F(SqliteStoreTest, OpenUpgradesAVersion1DatabaseWithoutDeadLetters) {
   next.checkpoint = Checkpoint{"aggregator", 2, 5, 4};
   IOT_ASSERT_OK(store->Apply(next));
   EXPECT_EQ(ReadAllDeadLetters(*store, DeadLetterQuery{}), next.dead_letters);
+}
+
+TEST_F(SqliteStoreTest, OpenUpgradesAVersion2DatabaseWithoutAcknowledgements) {
+  core::Alert alert;
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    WriteBatch b = EverythingBatch();
+    ASSERT_FALSE(b.alert_upserts.empty());
+    alert = b.alert_upserts.back();
+    alert.status = core::AlertStatus::kActive;
+    b.alert_upserts = {alert};
+    IOT_ASSERT_OK(store->Apply(b));
+  }
+  {
+    // What version 2 of the schema was: everything but the alert_acks table.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_ / "store.db").c_str(), &db), SQLITE_OK);
+    EXPECT_EQ(sqlite3_exec(db, "DROP TABLE alert_acks; PRAGMA user_version = 2", nullptr, nullptr,
+                           nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(ReadAll(*store, TelemetryQuery{}).size(), 3u);
+  auto found = store->FindAlert(alert.id);
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(*found, std::optional<core::Alert>(alert));
+  const core::AlertAck ack{core::FromUnixMicros(1'700'000'000'000'000), "me", ""};
+  auto acked = store->Acknowledge(alert.id, ack);
+  ASSERT_TRUE(acked.ok() && acked->has_value());
+  EXPECT_EQ((*acked)->ack, std::optional<core::AlertAck>(ack));
 }
 
 TEST_F(SqliteStoreTest, OpenCreatesMissingDirectories) {

@@ -870,6 +870,68 @@ TEST_P(StoreConformance, OpenAlertsReturnsPendingAndActiveAlerts) {
             (std::vector<core::Alert>{b.alert_upserts[0], b.alert_upserts[1], b.alert_upserts[3]}));
 }
 
+TEST_P(StoreConformance, AcknowledgeKeepsTheFirstAcknowledgementAndEveryReadCarriesIt) {
+  WriteBatch b;
+  b.alert_upserts = {MakeAlert(1, "d1", AlertStatus::kActive, At(1)),
+                     MakeAlert(2, "d1", AlertStatus::kResolved, At(2)),
+                     MakeAlert(3, "d2", AlertStatus::kPending, At(3))};
+  IOT_ASSERT_OK(store().Apply(b));
+  const core::AlertAck first{At(100), "ops on call", "fan replaced"};
+  const core::AlertAck second{At(200), "someone else", ""};
+
+  core::Alert want = b.alert_upserts[0];
+  want.ack = first;
+  EXPECT_EQ(Must(store().Acknowledge(1, first)), std::optional<core::Alert>(want));
+  EXPECT_EQ(Must(store().Acknowledge(1, second)), std::optional<core::Alert>(want));
+  EXPECT_EQ(Must(store().FindAlert(1)), std::optional<core::Alert>(want));
+  EXPECT_EQ(Must(store().FindAlert(2)), std::optional<core::Alert>(b.alert_upserts[1]));
+
+  // Listings carry it, whichever filter they use.
+  for (std::optional<std::string> device :
+       {std::optional<std::string>(), std::optional<std::string>("d1")}) {
+    AlertQuery q;
+    q.device_id = device;
+    EXPECT_EQ(Must(store().Alerts(q)).items,
+              (std::vector<core::Alert>{b.alert_upserts[1], want}));
+    q.status = AlertStatus::kActive;
+    EXPECT_EQ(Must(store().Alerts(q)).items, (std::vector<core::Alert>{want}));
+  }
+
+  // A resolved alert may be acknowledged too; a pending or unknown one may not.
+  core::Alert resolved = b.alert_upserts[1];
+  resolved.ack = second;
+  EXPECT_EQ(Must(store().Acknowledge(2, second)), std::optional<core::Alert>(resolved));
+  EXPECT_EQ(Must(store().Acknowledge(3, first)), std::nullopt);
+  EXPECT_EQ(Must(store().FindAlert(3)), std::nullopt);
+  EXPECT_EQ(Must(store().Acknowledge(999, first)), std::nullopt);
+  EXPECT_EQ(Must(store().FindAlert(999)), std::nullopt);
+}
+
+TEST_P(StoreConformance, AnAcknowledgementSurvivesTheAlertsWorkersUpdates) {
+  WriteBatch b1;
+  b1.alert_upserts = {MakeAlert(7, "d", AlertStatus::kActive, At(1))};
+  IOT_ASSERT_OK(store().Apply(b1));
+  const core::AlertAck ack{At(50), "me", "looking"};
+  ASSERT_TRUE(Must(store().Acknowledge(7, ack)).has_value());
+
+  // The worker replaces the alert twice (a new count, then resolved), knowing nothing of the ack.
+  core::Alert updated = MakeAlert(7, "d", AlertStatus::kActive, At(1));
+  updated.count = 9;
+  updated.severity = "warning";
+  WriteBatch b2;
+  b2.alert_upserts = {updated};
+  IOT_ASSERT_OK(store().Apply(b2));
+  core::Alert resolved = MakeAlert(7, "d", AlertStatus::kResolved, At(1));
+  WriteBatch b3;
+  b3.alert_upserts = {resolved};
+  IOT_ASSERT_OK(store().Apply(b3));
+
+  resolved.ack = ack;
+  EXPECT_EQ(Must(store().FindAlert(7)), std::optional<core::Alert>(resolved));
+  AlertQuery q;
+  EXPECT_EQ(Must(store().Alerts(q)).items, (std::vector<core::Alert>{resolved}));
+}
+
 // ---- dead letters -------------------------------------------------------------------------
 
 TEST_P(StoreConformance, DeadLettersAreStoredWithTheirCheckpointByteForByteAndOnce) {
