@@ -19,6 +19,7 @@ import pytest
 
 from conftest import IOTD, Iotd, eventually, request
 from distributed import Cluster
+from sse import SseClient
 from test_durability import assert_aggregates_match_raw
 from test_metrics import promtool_check
 
@@ -190,6 +191,34 @@ def test_separate_processes_run_the_seed_flow_and_a_loadgen_stream_exactly(clust
     # An ordinary Kafka client reads what ingest published: keyed by device id.
     keys = kcat("-b", kafka.bootstrap, "-C", "-t", cluster.topic, "-e", "-q", "-f", "%k\n")
     assert set(keys.decode().split()) == set(devices)
+
+
+def test_a_separate_dashboard_streams_new_readings_from_kafka(cluster):
+    ingest = cluster.start("ingest")
+    dash = cluster.start("dashboard")
+    port = int(dash.url("", "dashboard").rsplit(":", 1)[1])
+    listener = SseClient(port)
+    try:
+        # Its own consumer group starts at the end once Kafka assigns it the partitions: until
+        # then readings are not streamed. Post until one arrives.
+        def streamed(n):
+            assert ingest.post({"device_id": f"kstream-{n}", "temperature_c": 20,
+                                "humidity": 40}).status == 202
+            return eventually(lambda: listener.of("reading", lambda d: d["device_id"] ==
+                                                  f"kstream-{n}"), timeout=1.0)
+        assert any(streamed(n) for n in range(60)), cluster.tails()
+        # From then on every reading of every partition arrives, once.
+        for n in range(100, 130):
+            assert ingest.post({"device_id": f"kstream-{n}", "temperature_c": 20,
+                                "humidity": 40}).status == 202
+        want = {f"kstream-{n}" for n in range(100, 130)}
+        got = lambda: [d["device_id"] for _, d in listener.of("reading")
+                       if d["device_id"] in want]
+        assert eventually(lambda: len(got()) >= len(want), timeout=30), (got(), cluster.tails())
+        assert sorted(got()) == sorted(want)
+        assert dash.metric("dashboard_stream_clients") == 1
+    finally:
+        listener.close()
 
 
 def test_every_role_serves_metrics_health_and_ready_on_its_own_port(cluster):
