@@ -526,7 +526,9 @@ int RunServer(const Config& c) {
     lo.max_clients = c.stream_max_clients;
     lo.client_buffer_bytes = c.stream_client_buffer;
     live = std::make_unique<services::LiveStream>(lo, *store, std::move(*readings), registry);
-    dashboard->OnAlertChanged([&live](const core::Alert& a) { live->PublishAlert(a); });
+    dashboard->OnAlertChanged([&live](const core::Alert& a) {
+      if (live) live->PublishAlert(a);
+    });
     auto router = std::make_shared<http::Router>();
     dashboard->RegisterRoutes(*router);
     live->RegisterRoutes(*router);
