@@ -161,7 +161,17 @@ void LiveStream::Publish(std::string_view event, std::string_view device_id) {
   clients_gauge_.Set(static_cast<double>(clients_.size()));
 }
 
+bool LiveStream::Wanted(std::string_view device_id) {
+  std::lock_guard lock(mu_);
+  for (const auto& [id, c] : clients_) {
+    if (c.device_id.empty() || c.device_id == device_id) return true;
+  }
+  return false;
+}
+
 void LiveStream::PublishReading(const core::Reading& reading, std::int64_t id) {
+  // Formatting costs more than the check: device pages listen to one device of many.
+  if (!Wanted(reading.device_id)) return;
   std::string json;
   codec::JsonWriter w(json);
   codec::WriteReading(w, reading, id);
@@ -218,6 +228,8 @@ void LiveStream::TailReadings() {
       continue;
     }
     for (const bus::Record& r : *records) {
+      // The key is the device id (ingest keys by it): skip what nobody listens to undecoded.
+      if (!r.key.empty() && !Wanted(r.key)) continue;
       auto reading = codec::DecodePayload(r.payload);
       if (!reading) continue;  // the workers dead-letter it; nothing to show
       const std::int64_t id =

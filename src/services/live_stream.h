@@ -91,6 +91,8 @@ class LiveStream {
   };
 
   void Publish(std::string_view event, std::string_view device_id);
+  // Wanted reports whether a client listens to readings of `device_id`.
+  bool Wanted(std::string_view device_id);
   void TailReadings();
   void WatchAlerts();
   void KeepAlive();
