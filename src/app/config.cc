@@ -9,6 +9,7 @@
 #include "bus/kafka_bus.h"
 #include "core/time.h"
 #include "core/window.h"
+#include "services/client_limit.h"
 
 namespace iot::app {
 namespace {
@@ -30,6 +31,29 @@ void AddNetwork(CLI::App* app, Config& c, bool ingest, bool dashboard, bool aggr
   if (alerts) Opt(app, "--alerts-port", "ALERTS_PORT", c.alerts_port, "Alerts worker metrics/health port");
   Opt(app, "--http-threads", "HTTP_THREADS", c.http_threads, "I/O threads per HTTP listener")
       ->check(CLI::Range(1, 64));
+  Opt(app, "--tls-cert-file", "TLS_CERT_FILE", c.tls_cert_file,
+      "PEM certificate chain: the HTTP listeners speak HTTPS only (with TLS_KEY_FILE)");
+  Opt(app, "--tls-key-file", "TLS_KEY_FILE", c.tls_key_file,
+      "PEM private key of TLS_CERT_FILE");
+}
+
+// AddRateLimits: the ingestion API's token buckets (docs/security.md).
+void AddRateLimits(CLI::App* app, Config& c) {
+  auto& r = c.rate_limits;
+  Opt(app, "--rate-limit-device", "RATE_LIMIT_DEVICE", r.device,
+      "Readings per second one device id may send (0: no limit); beyond: 429")
+      ->check(CLI::Range(0.0, 1e9));
+  Opt(app, "--rate-limit-device-burst", "RATE_LIMIT_DEVICE_BURST", r.device_burst,
+      "Readings a device may send at once above its rate (0: one second's worth)")
+      ->check(CLI::Range(0.0, 1e9));
+  Opt(app, "--rate-limit-client", "RATE_LIMIT_CLIENT", r.client,
+      "Requests per second one client address may send to /ingest* (0: no limit); beyond: 429")
+      ->check(CLI::Range(0.0, 1e9));
+  Opt(app, "--rate-limit-client-burst", "RATE_LIMIT_CLIENT_BURST", r.client_burst,
+      "Requests a client may send at once above its rate (0: one second's worth)")
+      ->check(CLI::Range(0.0, 1e9));
+  Opt(app, "--trusted-proxies", "TRUSTED_PROXIES", r.trusted_proxies,
+      "Addresses/CIDRs of proxies whose X-Forwarded-For names the client (e.g. 10.0.0.0/8)");
 }
 
 void AddKafka(CLI::App* app, Config& c) {
@@ -293,6 +317,7 @@ void BuildCli(CLI::App& app, Config& c) {
   AddNetwork(all, c, true, true, false, false);
   AddBackends(all, c, true, true);
   AddIngest(all, c);
+  AddRateLimits(all, c);
   AddAggregator(all, c);
   AddAlerts(all, c);
   AddNotify(all, c);
@@ -304,6 +329,7 @@ void BuildCli(CLI::App& app, Config& c) {
   AddNetwork(ingest, c, true, false, false, false);
   AddBackends(ingest, c, true, false);
   AddIngest(ingest, c);
+  AddRateLimits(ingest, c);
   AddCommon(ingest, c);
 
   auto* agg = app.add_subcommand("aggregator", "Aggregator worker: raw readings and windows");
@@ -352,6 +378,8 @@ void BuildCli(CLI::App& app, Config& c) {
                      "URLs to probe (default: /health on 127.0.0.1 at every role's port)");
   Opt(health, "--ingest-port", "INGEST_PORT", c.ingest_port, "Ingestion API port");
   Opt(health, "--dashboard-port", "DASHBOARD_PORT", c.dashboard_port, "Dashboard API port");
+  Opt(health, "--tls-cert-file", "TLS_CERT_FILE", c.tls_cert_file,
+      "Set when the listeners speak HTTPS: the default URLs are then https://");
   Opt(health, "--aggregator-port", "AGGREGATOR_PORT", c.aggregator_port,
       "Aggregator metrics/health port");
   Opt(health, "--alerts-port", "ALERTS_PORT", c.alerts_port, "Alerts worker metrics/health port");
@@ -428,6 +456,13 @@ Status Validate(const Config& c) {
     return MakeError(Errc::kInvalidArgument,
                      "RETENTION_INTERVAL: not a duration: " + c.retention_interval + " (e.g. 1m)");
   }
+  if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
+    return MakeError(Errc::kInvalidArgument,
+                     "TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither");
+  }
+  if (auto proxies = services::ParseCidrs(c.rate_limits.trusted_proxies); !proxies) {
+    return MakeError(Errc::kInvalidArgument, "TRUSTED_PROXIES: " + proxies.error().message);
+  }
   if (c.role == Role::kAll || c.role == Role::kAlerts) {
     if (auto n = NotifierOptionsFrom(c); !n) return n.status();
   }
@@ -489,7 +524,8 @@ std::vector<std::string> HealthUrls(const Config& c) {
   if (!c.health_urls.empty()) return c.health_urls;
   std::vector<std::string> urls;
   for (std::uint16_t port : {c.ingest_port, c.dashboard_port, c.aggregator_port, c.alerts_port}) {
-    urls.push_back(fmt::format("http://127.0.0.1:{}/health", port));
+    urls.push_back(fmt::format("{}://127.0.0.1:{}/health",
+                               c.tls_cert_file.empty() ? "http" : "https", port));
   }
   return urls;
 }

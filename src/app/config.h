@@ -38,6 +38,18 @@ struct Config {
   std::uint16_t aggregator_port = 8003;
   std::uint16_t alerts_port = 8004;
   int http_threads = 2;
+  // TLS on every HTTP listener of the process (docs/security.md); both empty: plain HTTP.
+  std::string tls_cert_file;  // TLS_CERT_FILE, PEM chain
+  std::string tls_key_file;   // TLS_KEY_FILE, PEM key
+
+  // Rate limits of the ingestion API (docs/security.md); rate 0: no limit.
+  struct RateLimits {
+    double device = 0;        // RATE_LIMIT_DEVICE: readings per second per device id
+    double device_burst = 0;  // RATE_LIMIT_DEVICE_BURST (0: one second's worth, at least 1)
+    double client = 0;        // RATE_LIMIT_CLIENT: requests per second per client address
+    double client_burst = 0;  // RATE_LIMIT_CLIENT_BURST (0: one second's worth, at least 1)
+    std::string trusted_proxies;  // TRUSTED_PROXIES: whose X-Forwarded-For is believed
+  } rate_limits;
 
   // Backends.
   std::string bus = "embedded";  // embedded | kafka

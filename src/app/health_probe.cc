@@ -6,7 +6,9 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <fmt/format.h>
 
 namespace iot::app {
@@ -22,19 +24,23 @@ constexpr unsigned kHttpVersion11 = 11;
 }  // namespace
 
 Result<HealthTarget> ParseHealthUrl(const std::string& url) {
-  constexpr std::string_view kScheme = "http://";
-  if (url.rfind(kScheme, 0) != 0) {
-    return MakeError(Errc::kInvalidArgument, "not an http:// URL: " + url);
+  HealthTarget t;
+  std::string rest;
+  if (url.rfind("http://", 0) == 0) {
+    rest = url.substr(7);
+  } else if (url.rfind("https://", 0) == 0) {
+    rest = url.substr(8);
+    t.tls = true;
+  } else {
+    return MakeError(Errc::kInvalidArgument, "not an http:// or https:// URL: " + url);
   }
-  const std::string rest = url.substr(kScheme.size());
   const std::size_t slash = rest.find('/');
   const std::string authority = rest.substr(0, slash);
-  HealthTarget t;
   t.target = slash == std::string::npos ? "/health" : rest.substr(slash);
   const std::size_t colon = authority.rfind(':');
   if (colon == std::string::npos || authority.back() == ']') {
     t.host = authority;
-    t.port = "80";
+    t.port = t.tls ? "443" : "80";
   } else {
     t.host = authority.substr(0, colon);
     t.port = authority.substr(colon + 1);
@@ -51,9 +57,12 @@ Result<HealthTarget> ParseHealthUrl(const std::string& url) {
 
 ProbeResult Probe(const HealthTarget& t, std::chrono::milliseconds timeout) {
   // Asynchronous calls: beast::tcp_stream's deadline bounds only those, and one deadline
-  // covers the whole exchange (connect, request, response).
+  // covers the whole exchange (connect, handshake, request, response).
   asio::io_context io;
-  beast::tcp_stream stream(io);
+  asio::ssl::context tls(asio::ssl::context::tls_client);
+  tls.set_verify_mode(asio::ssl::verify_none);  // see ParseHealthUrl
+  beast::ssl_stream<beast::tcp_stream> secure(io, tls);
+  beast::tcp_stream& stream = beast::get_lowest_layer(secure);
   beast::flat_buffer buffer;
   http::request<http::empty_body> req{http::verb::get, t.target, kHttpVersion11};
   req.set(http::field::host, t.host + ":" + t.port);
@@ -74,16 +83,24 @@ ProbeResult Probe(const HealthTarget& t, std::chrono::milliseconds timeout) {
     return result;
   }
   stream.expires_after(timeout);
-  stream.async_connect(endpoints, [&](const beast::error_code& connect_error, const tcp::endpoint&) {
-    if (connect_error) return fail(connect_error);
-    http::async_write(stream, req, [&](const beast::error_code& write_error, std::size_t) {
+  // exchange writes the request and reads the response over `s` (the TLS or the TCP stream).
+  auto exchange = [&](auto& s) {
+    http::async_write(s, req, [&](const beast::error_code& write_error, std::size_t) {
       if (write_error) return fail(write_error);
-      http::async_read(stream, buffer, res, [&](const beast::error_code& read_error, std::size_t) {
+      http::async_read(s, buffer, res, [&](const beast::error_code& read_error, std::size_t) {
         if (read_error) return fail(read_error);
         result.detail = fmt::format("{} {}", res.result_int(), std::string(res.reason()));
         result.outcome =
             res.result() == http::status::ok ? ProbeOutcome::kHealthy : ProbeOutcome::kUnhealthy;
       });
+    });
+  };
+  stream.async_connect(endpoints, [&](const beast::error_code& connect_error, const tcp::endpoint&) {
+    if (connect_error) return fail(connect_error);
+    if (!t.tls) return exchange(stream);
+    secure.async_handshake(asio::ssl::stream_base::client, [&](const beast::error_code& ec) {
+      if (ec) return fail(ec);
+      exchange(secure);
     });
   });
   io.run();

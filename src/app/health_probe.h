@@ -18,9 +18,12 @@ struct HealthTarget {
   std::string host;
   std::string port;
   std::string target;  // the request path, e.g. /health
+  bool tls = false;    // https
 };
 
-// ParseHealthUrl splits http://host:port/path; only plain http (the probe runs beside iotd).
+// ParseHealthUrl splits http://host:port/path or https://host:port/path. Over https the probe
+// does not verify the certificate: it runs beside iotd and asks whether it answers, and the
+// certificate names a public host, not 127.0.0.1.
 Result<HealthTarget> ParseHealthUrl(const std::string& url);
 
 enum class ProbeOutcome { kHealthy, kUnhealthy, kNotListening };

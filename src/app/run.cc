@@ -38,6 +38,7 @@
 #include "services/dashboard_service.h"
 #include "services/live_stream.h"
 #include "services/ui_routes.h"
+#include "services/client_limit.h"
 #include "services/dead_letter.h"
 #include "services/ingest_service.h"
 #include "services/openapi/api_docs.h"
@@ -67,11 +68,17 @@ std::vector<std::string> SplitList(const std::string& s) {
 class Listener {
  public:
   Listener(std::string name, const Config& c, std::uint16_t port,
-           std::shared_ptr<const http::Router> router, services::HttpProbe& probe)
+           std::shared_ptr<const http::Router> router, services::HttpProbe& probe,
+           http::Admit admit = {})
       : name_(std::move(name)), threads_(c.http_threads) {
     http::ServerOptions o;
     o.address = c.bind_address;
     o.port = port;
+    if (!c.tls_cert_file.empty()) {
+      o.tls = http::TlsOptions{.cert_file = c.tls_cert_file, .key_file = c.tls_key_file};
+      o.warn = [n = name_](const std::string& what) { spdlog::warn("{}: {}", n, what); };
+    }
+    o.admit = std::move(admit);
     server_ = std::make_unique<http::Server>(io_, o, std::move(router), probe.Observer(name_));
   }
   ~Listener() { Join(std::chrono::seconds(0)); }
@@ -484,6 +491,12 @@ int RunServer(const Config& c) {
   }
 
   // The listeners.
+  // RATE_LIMIT_CLIENT's buckets, kept by the ingest listener's admission check (declared before
+  // the listeners, which use it until they are destroyed).
+  core::RateLimiter client_limiter({.rate = c.rate_limits.client,
+                                    .burst = c.rate_limits.client_burst > 0
+                                                 ? c.rate_limits.client_burst
+                                                 : c.rate_limits.client});
   std::unique_ptr<services::IngestService> ingest;
   std::unique_ptr<services::DashboardService> dashboard;
   std::unique_ptr<services::LiveStream> live;
@@ -509,13 +522,19 @@ int RunServer(const Config& c) {
     io.max_body_bytes = c.max_body_bytes;
     io.max_batch_bytes = c.max_batch_bytes;
     io.batch_max_items = c.batch_max_items;
+    io.device_rate.rate = c.rate_limits.device;
+    io.device_rate.burst =
+        c.rate_limits.device_burst > 0 ? c.rate_limits.device_burst : c.rate_limits.device;
     ingest = std::make_unique<services::IngestService>(io, *producer, registry, clock);
     auto router = std::make_shared<http::Router>();
     ingest->RegisterRoutes(*router);
     services::AddOpsRoutes(*router, registry, ready);
     services::AddApiDocsRoutes(*router, services::Api::kIngest);
-    ingest_listener =
-        std::make_unique<Listener>("ingest", c, c.ingest_port, std::move(router), http_probe);
+    ingest_listener = std::make_unique<Listener>(
+        "ingest", c, c.ingest_port, std::move(router), http_probe,
+        services::MakeClientLimit(client_limiter,
+                                  *services::ParseCidrs(c.rate_limits.trusted_proxies), registry,
+                                  clock));
     if (Status s = ingest_listener->Start(); !s) return Fail("cannot listen (ingest)", s);
   }
   if (runs_dashboard) {

@@ -12,7 +12,13 @@
 // steady_timer per session enforces the idle, read, write and linger deadlines; moving a
 // deadline later is a store, the timer re-arms only when it fires early or a deadline moves
 // earlier, so keep-alive traffic does not touch the timer queue per request.
+//
+// With TLS the same session runs over an SSL stream layered on the socket: a handshake (bounded
+// by the read timeout) comes first, and closing sends close_notify before the FIN.
 #include "http/server.h"
+
+#include <sys/stat.h>
+
 
 #include <algorithm>
 #include <array>
@@ -21,6 +27,8 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
@@ -46,6 +54,8 @@ using Clock = std::chrono::steady_clock;
 using Strand = net::strand<net::io_context::executor_type>;
 using Socket = net::basic_stream_socket<tcp, Strand>;
 using Timer = net::basic_waitable_timer<Clock, net::wait_traits<Clock>, Strand>;
+using TlsContext = net::ssl::context;
+using TlsStream = net::ssl::stream<Socket&>;
 
 constexpr std::string_view kUnmatched = "unmatched";
 // kReadChunk is how much one read asks the socket for.
@@ -94,6 +104,38 @@ bool IsResourceExhaustion(const boost::system::error_code& ec) {
          ec == boost::system::errc::too_many_files_open_in_system ||
          ec == boost::system::errc::no_buffer_space ||
          ec == boost::system::errc::not_enough_memory;
+}
+
+// LoadTls builds a server TLS context from a PEM certificate chain and key.
+Result<std::shared_ptr<TlsContext>> LoadTls(const TlsOptions& tls) {
+  auto ctx = std::make_shared<TlsContext>(TlsContext::tls_server);
+  ctx->set_options(TlsContext::default_workarounds | TlsContext::no_sslv2 | TlsContext::no_sslv3 |
+                   TlsContext::no_tlsv1 | TlsContext::no_tlsv1_1 | TlsContext::single_dh_use);
+  boost::system::error_code ec;
+  if (ctx->use_certificate_chain_file(tls.cert_file, ec)) {
+    return MakeError(Errc::kInvalidArgument,
+                     "cannot load the TLS certificate " + tls.cert_file + ": " + ec.message());
+  }
+  if (ctx->use_private_key_file(tls.key_file, TlsContext::pem, ec)) {
+    return MakeError(Errc::kInvalidArgument,
+                     "cannot load the TLS key " + tls.key_file + ": " + ec.message());
+  }
+  if (SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
+    return MakeError(Errc::kInvalidArgument, "the TLS key " + tls.key_file +
+                                                 " does not match the certificate " +
+                                                 tls.cert_file);
+  }
+  return ctx;
+}
+
+// FileStamp identifies a file's version (device, inode, size, modification time), so that a
+// certificate replaced by a rename (as certbot and Kubernetes Secrets do) is noticed.
+std::string FileStamp(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+         std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+         std::to_string(st.st_mtim.tv_nsec);
 }
 
 // SessionStream is the StreamWriter of an accepted stream (stream.h). Writers (any thread) append
@@ -187,14 +229,44 @@ struct Server::State {
   std::atomic<bool> stopping{false};
   std::mutex mu;
   std::list<std::weak_ptr<Session>> sessions;  // guarded by mu
+  // TLS: the current context and the stamps of the files it was loaded from. Only the
+  // listener's strand touches them after Start.
+  std::shared_ptr<TlsContext> tls;
+  std::string tls_stamp;
+  Clock::time_point tls_checked{};
+
+  // CurrentTls returns the context for a new connection, reloading it first when the files
+  // changed since (checked at most every reload_check).
+  std::shared_ptr<TlsContext> CurrentTls() {
+    if (!tls) return nullptr;
+    const auto now = Clock::now();
+    if (now - tls_checked < options.tls->reload_check) return tls;
+    tls_checked = now;
+    std::string stamp = FileStamp(options.tls->cert_file) + "|" + FileStamp(options.tls->key_file);
+    if (stamp == tls_stamp) return tls;
+    tls_stamp = std::move(stamp);
+    auto loaded = LoadTls(*options.tls);
+    if (loaded) {
+      tls = std::move(*loaded);
+    } else if (options.warn) {
+      options.warn(loaded.error().message + "; still using the previous certificate");
+    }
+    return tls;
+  }
 };
 
 // Session serves one connection; see the file comment. Every member function runs on the
 // connection's strand except Deliver (any thread) and the constructor/destructor.
 class Server::Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Socket socket, std::shared_ptr<State> state)
-      : socket_(std::move(socket)), timer_(socket_.get_executor()), state_(std::move(state)) {
+  Session(Socket socket, std::shared_ptr<State> state, std::shared_ptr<TlsContext> tls)
+      : socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        state_(std::move(state)),
+        tls_context_(std::move(tls)) {
+    if (tls_context_) tls_.emplace(socket_, *tls_context_);
+    boost::system::error_code ec;
+    peer_ = socket_.remote_endpoint(ec).address();
     state_->active.fetch_add(1, std::memory_order_relaxed);
   }
 
@@ -209,19 +281,16 @@ class Server::Session : public std::enable_shared_from_this<Session> {
   // Start serves requests until the connection closes.
   void Start() {
     Register();
-    net::dispatch(socket_.get_executor(), [self = shared_from_this()] { self->NextRequest(); });
+    net::dispatch(socket_.get_executor(), [self = shared_from_this()] {
+      self->Handshake([self] { self->NextRequest(); });
+    });
   }
 
   // Reject answers 503 and closes (too many connections).
   void Reject() {
     Register();
     net::dispatch(socket_.get_executor(), [self = shared_from_this()] {
-      self->parser_.emplace();
-      self->request_start_ = Clock::now();
-      self->close_after_ = true;
-      Response res = MakeError(503, "overloaded", "too many connections");
-      res.set(bhttp::field::retry_after, "1");
-      self->SendResponse(std::move(res));
+      self->Handshake([self] { self->RejectNow(); });
     });
   }
 
@@ -237,6 +306,45 @@ class Server::Session : public std::enable_shared_from_this<Session> {
 
  private:
   enum class Phase { kIdle, kReading, kHandling, kWriting, kStreaming, kClosing };
+
+  // Io calls `f` with the connection's stream: the TLS stream, or the socket itself.
+  template <class F>
+  void Io(F&& f) {
+    if (tls_) {
+      f(*tls_);
+    } else {
+      f(socket_);
+    }
+  }
+
+  // Handshake runs the TLS handshake (bounded by the read timeout), then `next`; without TLS,
+  // `next` at once. A failed handshake closes the connection.
+  template <class Next>
+  void Handshake(Next next) {
+    if (!tls_) {
+      next();
+      return;
+    }
+    SetDeadline(Clock::now() + state_->options.read_timeout);
+    tls_->async_handshake(net::ssl::stream_base::server,
+                          [self = shared_from_this(), next](boost::system::error_code ec) {
+                            if (self->closed_) return;
+                            if (ec) {
+                              self->Close();
+                              return;
+                            }
+                            next();
+                          });
+  }
+
+  void RejectNow() {
+    parser_.emplace();
+    request_start_ = Clock::now();
+    close_after_ = true;
+    Response res = MakeError(503, "overloaded", "too many connections");
+    res.set(bhttp::field::retry_after, "1");
+    SendResponse(std::move(res));
+  }
 
   void Register() {
     std::lock_guard lock(state_->mu);
@@ -307,11 +415,13 @@ class Server::Session : public std::enable_shared_from_this<Session> {
   }
 
   void Read() {
-    socket_.async_read_some(
-        buffer_.prepare(kReadChunk),
-        [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
-          self->OnRead(ec, n);
-        });
+    Io([&](auto& stream) {
+      stream.async_read_some(
+          buffer_.prepare(kReadChunk),
+          [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
+            self->OnRead(ec, n);
+          });
+    });
   }
 
   void OnRead(boost::system::error_code ec, std::size_t n) {
@@ -402,6 +512,11 @@ class Server::Session : public std::enable_shared_from_this<Session> {
       return Early(MakeError(415, "unsupported_media_type",
                              "the request body must be of type " + allowed));
     }
+    if (state_->options.admit) {
+      if (auto refused = state_->options.admit(req, peer_, route_)) {
+        return Early(std::move(*refused));
+      }
+    }
     parser_->body_limit(options.max_body_bytes);
     return MaybeContinue();
   }
@@ -433,15 +548,17 @@ class Server::Session : public std::enable_shared_from_this<Session> {
   // MaybeContinue writes "100 Continue" when the client waits for it before sending the body.
   bool MaybeContinue() {
     if (parser_->is_done() || buffer_.size() > 0 || !ExpectsContinue()) return true;
-    net::async_write(socket_, net::buffer(kContinue.data(), kContinue.size()),
-                     [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
-                       if (self->closed_) return;
-                       if (ec) {
-                         self->Close();
-                         return;
-                       }
-                       self->Parse();
-                     });
+    Io([&](auto& stream) {
+      net::async_write(stream, net::buffer(kContinue.data(), kContinue.size()),
+                       [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
+                         if (self->closed_) return;
+                         if (ec) {
+                           self->Close();
+                           return;
+                         }
+                         self->Parse();
+                       });
+    });
     return false;
   }
 
@@ -515,10 +632,12 @@ class Server::Session : public std::enable_shared_from_this<Session> {
     // than the rest of the request path.
     SerializeHeader(res_, head_);
     const std::array<net::const_buffer, 2> buffers{net::buffer(head_), net::buffer(res_.body())};
-    net::async_write(socket_, buffers,
-                     [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
-                       self->OnWrite(ec);
-                     });
+    Io([&](auto& stream) {
+      net::async_write(stream, buffers,
+                       [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
+                         self->OnWrite(ec);
+                       });
+    });
   }
 
   static void SerializeHeader(const Response& res, std::string& out) {
@@ -608,6 +727,12 @@ class Server::Session : public std::enable_shared_from_this<Session> {
         Close();  // cut off: what it did not read is dropped with the connection
         return;
       }
+      if (tls_) {
+        // A read is pending (ReadWhileStreaming), and an SSL stream cannot run a shutdown
+        // beside it: everything has been written, so the connection just closes.
+        Close();
+        return;
+      }
       // Graceful: FIN, then ReadWhileStreaming waits for the client's (up to the linger time).
       phase_ = Phase::kClosing;
       boost::system::error_code ec;
@@ -622,34 +747,38 @@ class Server::Session : public std::enable_shared_from_this<Session> {
   void WriteStream() {
     stream_writing_ = true;
     SetDeadline(Clock::now() + state_->options.write_timeout);
-    net::async_write(socket_, net::buffer(stream_out_),
-                     [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
-                       self->stream_writing_ = false;
-                       if (self->closed_) return;
-                       if (ec) {
-                         self->Close();
-                         return;
-                       }
-                       self->stream_->Written(n - std::exchange(self->uncounted_, 0));
-                       self->stream_out_.clear();
-                       self->Pump();
-                     });
+    Io([&](auto& stream) {
+      net::async_write(stream, net::buffer(stream_out_),
+                       [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
+                         self->stream_writing_ = false;
+                         if (self->closed_) return;
+                         if (ec) {
+                           self->Close();
+                           return;
+                         }
+                         self->stream_->Written(n - std::exchange(self->uncounted_, 0));
+                         self->stream_out_.clear();
+                         self->Pump();
+                       });
+    });
   }
 
   // ReadWhileStreaming notices the client going away (a stream has no more requests): what it
   // sends is discarded, up to kMaxLinger bytes.
   void ReadWhileStreaming() {
-    socket_.async_read_some(
-        buffer_.prepare(kReadChunk),
-        [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
-          if (self->closed_) return;
-          self->lingered_ += n;
-          if (ec || self->lingered_ > kMaxLinger) {
-            self->Close();
-            return;
-          }
-          self->ReadWhileStreaming();
-        });
+    Io([&](auto& stream) {
+      stream.async_read_some(
+          buffer_.prepare(kReadChunk),
+          [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
+            if (self->closed_) return;
+            self->lingered_ += n;
+            if (ec || self->lingered_ > kMaxLinger) {
+              self->Close();
+              return;
+            }
+            self->ReadWhileStreaming();
+          });
+    });
   }
 
   // --- closing ---------------------------------------------------------------------------------
@@ -659,6 +788,18 @@ class Server::Session : public std::enable_shared_from_this<Session> {
   // the response in flight.
   void GracefulClose() {
     phase_ = Phase::kClosing;
+    SetDeadline(Clock::now() + state_->options.linger_timeout);
+    if (tls_) {
+      // close_notify, then wait (up to the linger time) for the client's or its FIN; what the
+      // client still sends is discarded by the shutdown.
+      tls_->async_shutdown([self = shared_from_this()](boost::system::error_code) {
+        if (self->closed_) return;
+        boost::system::error_code ignored;
+        self->socket_.shutdown(Socket::shutdown_send, ignored);
+        self->Close();
+      });
+      return;
+    }
     boost::system::error_code ec;
     socket_.shutdown(Socket::shutdown_send, ec);
     if (ec) {
@@ -697,6 +838,9 @@ class Server::Session : public std::enable_shared_from_this<Session> {
   Socket socket_;
   Timer timer_;
   std::shared_ptr<State> state_;
+  std::shared_ptr<TlsContext> tls_context_;  // null: plain HTTP
+  std::optional<TlsStream> tls_;             // over socket_, when tls_context_
+  net::ip::address peer_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   Response res_;
@@ -784,7 +928,7 @@ class Server::Listener : public std::enable_shared_from_this<Listener> {
     socket.set_option(tcp::no_delay(true), ignored);
     const bool full = state_->active.load(std::memory_order_relaxed) >=
                       state_->options.max_connections;
-    auto session = std::make_shared<Session>(std::move(socket), state_);
+    auto session = std::make_shared<Session>(std::move(socket), state_, state_->CurrentTls());
     if (full) {
       session->Reject();
     } else {
@@ -820,6 +964,14 @@ Status Server::Start() {
   if (ec) {
     return MakeError(Errc::kInvalidArgument,
                      "invalid listen address '" + state_->options.address + "': " + ec.message());
+  }
+  if (state_->options.tls) {
+    auto tls = LoadTls(*state_->options.tls);
+    if (!tls) return tls.error();
+    state_->tls = std::move(*tls);
+    state_->tls_stamp = FileStamp(state_->options.tls->cert_file) + "|" +
+                        FileStamp(state_->options.tls->key_file);
+    state_->tls_checked = Clock::now();
   }
   auto listener = std::make_shared<Listener>(io_, state_);
   if (Status s = listener->Open(tcp::endpoint(address, state_->options.port)); !s.ok()) return s;

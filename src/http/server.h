@@ -27,12 +27,14 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/beast/http/verb.hpp>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -41,6 +43,24 @@
 #include "http/router.h"
 
 namespace iot::http {
+
+// TlsOptions makes the server speak HTTPS only (TLS 1.2 and 1.3, OpenSSL's default ciphers).
+// The files are read at Start, which fails naming a file that is missing or a key that does not
+// match the certificate, and read again for new connections once either file changes (checked
+// at most every `reload_check`), so a renewed certificate needs no restart; connections already
+// open keep theirs. A pair that fails to load then is reported and the previous one is kept.
+struct TlsOptions {
+  std::string cert_file;  // PEM: the certificate, then any intermediates
+  std::string key_file;   // PEM: its private key (unencrypted)
+  std::chrono::milliseconds reload_check{5000};
+};
+
+// Admit decides, after routing and before the body is read, whether a request may go on:
+// nullopt lets it, a response is sent instead (e.g. 429 with Retry-After). `peer` is the
+// connection's remote address; `request` has its header only. Called on the connection's strand,
+// concurrently for different connections: it must be thread-safe.
+using Admit = std::function<std::optional<Response>(
+    const Request& request, const boost::asio::ip::address& peer, std::string_view route)>;
 
 struct ServerOptions {
   // address and port to listen on; port 0 picks an ephemeral port (see Server::port()).
@@ -61,6 +81,12 @@ struct ServerOptions {
   std::uint32_t max_header_bytes = 16 * 1024;
   // server_name is the value of the Server header.
   std::string server_name = "iotd";
+  // tls: serve HTTPS (see TlsOptions); nullopt: plain HTTP.
+  std::optional<TlsOptions> tls;
+  // admit: an admission check for every routed request (see Admit); empty: none.
+  Admit admit;
+  // warn receives problems the server gets over by itself (a certificate that failed to reload).
+  std::function<void(const std::string&)> warn;
 };
 
 // RequestInfo describes one response, for metrics and access logs.
@@ -85,8 +111,8 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   // Start binds and listens (port 0: an ephemeral port) and starts accepting on `io`. Returns
-  // kInvalidArgument for a bad address and kUnavailable when the address cannot be bound (e.g.
-  // the port is taken). Call once.
+  // kInvalidArgument for a bad address or a TLS certificate/key that cannot be loaded, and
+  // kUnavailable when the address cannot be bound (e.g. the port is taken). Call once.
   Status Start();
 
   // port returns the bound port (after a successful Start), 0 before.

@@ -1,5 +1,6 @@
 #include "services/ingest_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -43,6 +44,14 @@ bool IsNdjson(const http::Request& request) {
   return http::MediaTypeMatches(std::string_view(ct.data(), ct.size()), kNdjsonTypes);
 }
 
+http::Response RateLimited(std::string_view device, std::chrono::milliseconds wait) {
+  auto r = http::MakeError(429, "rate_limited",
+                           fmt::format("device {} sends faster than its rate limit", device),
+                           "device_id");
+  r.set(bh::field::retry_after, core::RetryAfterSeconds(wait));
+  return r;
+}
+
 double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -54,6 +63,7 @@ IngestService::IngestService(IngestOptions options, bus::Producer& producer,
     : options_(std::move(options)),
       producer_(producer),
       clock_(clock),
+      device_limiter_(options_.device_rate),
       accepted_(registry.AddCounter("ingest_readings_accepted_total",
                                     "Readings made durable on the bus and acknowledged")),
       rejected_(registry.AddCounterFamily("ingest_readings_rejected_total",
@@ -100,6 +110,11 @@ void IngestService::HandleOne(const http::Request& request, http::Respond respon
     return;
   }
   auto& reading = std::get<core::Reading>(decoded);
+  if (auto wait = device_limiter_.Take(reading.device_id, clock_.Now())) {
+    CountRejected("rate_limited");
+    respond(RateLimited(reading.device_id, *wait));
+    return;
+  }
   std::vector<bus::Message> messages(1);
   messages[0].payload = codec::EncodeWire(reading);
   messages[0].key = std::move(reading.device_id);
@@ -148,23 +163,39 @@ void IngestService::HandleBatch(const http::Request& request, http::Respond resp
   codec::JsonWriter ew(errors);
   ew.BeginArray();
   std::size_t rejected = 0;
+  const auto add_error = [&](std::size_t index, std::string_view field, std::string_view code,
+                             std::string_view message) {
+    ++rejected;
+    CountRejected(code);
+    ew.BeginObject();
+    ew.Key("index");
+    ew.Int(static_cast<std::int64_t>(index));
+    ew.Key("field");
+    ew.String(field);
+    ew.Key("error");
+    ew.String(code);
+    ew.Key("message");
+    ew.String(message);
+    ew.EndObject();
+  };
+  // The longest wait of the readings over their device's limit (zero: none was).
+  std::chrono::milliseconds limited_wait{0};
+  const core::Timestamp now = clock_.Now();
   for (auto& item : items) {
     if (auto* err = std::get_if<codec::DecodeError>(&item.result)) {
-      ++rejected;
-      CountRejected(err->malformed ? "malformed_json" : err->error.code);
-      ew.BeginObject();
-      ew.Key("index");
-      ew.Int(static_cast<std::int64_t>(item.index));
-      ew.Key("field");
-      ew.String(err->error.field);
-      ew.Key("error");
-      ew.String(err->malformed ? std::string_view("malformed_json") : err->error.code);
-      ew.Key("message");
-      ew.String(err->error.message);
-      ew.EndObject();
+      add_error(item.index, err->error.field,
+                err->malformed ? std::string_view("malformed_json") : err->error.code,
+                err->error.message);
       continue;
     }
     auto& reading = std::get<core::Reading>(item.result);
+    if (auto wait = device_limiter_.Take(reading.device_id, now)) {
+      limited_wait = std::max(limited_wait, *wait);
+      add_error(item.index, "device_id", "rate_limited",
+                fmt::format("device {} sends faster than its rate limit; retry in {} ms",
+                            reading.device_id, wait->count()));
+      continue;
+    }
     bus::Message m;
     m.payload = codec::EncodeWire(reading);
     m.key = std::move(reading.device_id);
@@ -177,6 +208,12 @@ void IngestService::HandleBatch(const http::Request& request, http::Respond resp
                        accepted, rejected, errors);
   };
   if (accepted == 0) {
+    if (limited_wait.count() > 0) {  // a retry can succeed: 429, not 422
+      auto r = http::MakeJson(429, body("rejected"));
+      r.set(bh::field::retry_after, core::RetryAfterSeconds(limited_wait));
+      respond(std::move(r));
+      return;
+    }
     respond(http::MakeJson(422, body("rejected")));
     return;
   }

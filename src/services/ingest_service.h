@@ -6,7 +6,8 @@
 //
 // A reading is answered 2xx only after the bus made it durable; when the bus cannot take it the
 // answer is 503 with Retry-After. Bad input gets 400/413/415/422 with a JSON error naming the
-// field, is counted by reason, and nothing of it reaches the bus.
+// field, is counted by reason, and nothing of it reaches the bus. A device over its rate limit
+// gets 429 with Retry-After (docs/security.md).
 //
 // Thread-safety: handlers run on the listener's I/O threads; responses to accepted readings are
 // sent from the bus's completion thread.
@@ -15,6 +16,7 @@
 #include <cstddef>
 
 #include "bus/bus.h"
+#include "core/rate_limiter.h"
 #include "core/reading.h"
 #include "core/time.h"
 #include "http/router.h"
@@ -27,6 +29,10 @@ struct IngestOptions {
   std::size_t max_body_bytes = 64 * 1024;
   std::size_t max_batch_bytes = 16 * 1024 * 1024;
   std::size_t batch_max_items = 10000;
+  // device_rate limits readings per device id (RATE_LIMIT_DEVICE); rate 0: no limit. A reading
+  // over the limit gets 429 with Retry-After (in a batch: an error at its index; 429 when no
+  // reading of the batch was accepted).
+  core::RateLimit device_rate;
 };
 
 class IngestService {
@@ -46,6 +52,7 @@ class IngestService {
   IngestOptions options_;
   bus::Producer& producer_;
   const core::Clock& clock_;
+  core::RateLimiter device_limiter_;
   // Probe: the ingest metrics.
   metrics::Counter& accepted_;
   metrics::Family<metrics::Counter>& rejected_;

@@ -91,8 +91,9 @@ std::string ReadingJson(const std::string& device, const std::string& extra = {}
 
 class IngestServiceTest : public ::testing::Test {
  protected:
-  IngestServiceTest() {
-    options_.batch_max_items = 5;
+  explicit IngestServiceTest(core::RateLimit device_rate = {}, std::size_t batch_max_items = 5) {
+    options_.device_rate = device_rate;
+    options_.batch_max_items = batch_max_items;
     service_ = std::make_unique<IngestService>(options_, producer_, registry_, clock_);
     service_->RegisterRoutes(router_);
   }
@@ -338,6 +339,61 @@ TEST_F(IngestServiceTest, ABatchTheBusCannotTakeGets503ForAllItsReadings) {
   EXPECT_EQ(testing::Header(r, "Retry-After"), "1");
   EXPECT_EQ(Metric("ingest_readings_unavailable_total"), 2);
   EXPECT_EQ(Metric("ingest_readings_accepted_total"), 0);
+}
+
+// A service whose devices may send 2 readings at once and 1 per second after that.
+class RateLimitedIngestTest : public IngestServiceTest {
+ protected:
+  RateLimitedIngestTest() : IngestServiceTest({.rate = 1, .burst = 2}, 100) {}
+  std::size_t Produced() {
+    std::size_t n = 0;
+    for (const auto& call : producer_.Calls()) n += call.size();
+    return n;
+  }
+};
+
+TEST_F(RateLimitedIngestTest, ADeviceOverItsLimitGets429WithRetryAfterWhileOthersGoOn) {
+  EXPECT_EQ(Post("/ingest", ReadingJson("runaway"))->Response().result_int(), 202u);
+  EXPECT_EQ(Post("/ingest", ReadingJson("runaway"))->Response().result_int(), 202u);
+  auto limited = Post("/ingest", ReadingJson("runaway"))->Response();
+  EXPECT_EQ(limited.result_int(), 429u);
+  EXPECT_EQ(limited[bh::field::retry_after], "1");
+  auto doc = parser_.parse(limited.body());
+  EXPECT_EQ(std::string_view(doc["error"]), "rate_limited");
+  EXPECT_EQ(std::string_view(doc["field"]), "device_id");
+  EXPECT_EQ(Rejected("rate_limited"), 1);
+  EXPECT_EQ(Produced(), 2u);  // nothing of the refused reading reached the bus
+
+  EXPECT_EQ(Post("/ingest", ReadingJson("calm"))->Response().result_int(), 202u);
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_EQ(Post("/ingest", ReadingJson("runaway"))->Response().result_int(), 202u);
+  EXPECT_EQ(Produced(), 4u);
+}
+
+TEST_F(RateLimitedIngestTest, ABatchKeepsWhatIsWithinTheLimitAndReportsTheRestByIndex) {
+  auto r = Post("/ingest/batch", "[" + ReadingJson("runaway") + "," + ReadingJson("runaway") +
+                                     "," + ReadingJson("runaway") + "," + ReadingJson("calm") +
+                                     "]")
+               ->Response();
+  EXPECT_EQ(r.result_int(), 202u);
+  auto doc = parser_.parse(r.body());
+  EXPECT_EQ(int64_t(doc["accepted"]), 3);
+  EXPECT_EQ(int64_t(doc["rejected"]), 1);
+  EXPECT_EQ(int64_t(doc["errors"].at(0)["index"]), 2);
+  EXPECT_EQ(std::string_view(doc["errors"].at(0)["error"]), "rate_limited");
+  ASSERT_EQ(producer_.Calls().size(), 1u);
+  EXPECT_EQ(producer_.Calls()[0].size(), 3u);
+
+  // Nothing left for runaway: a batch of it alone is 429 with Retry-After, and reaches nothing.
+  auto limited = Post("/ingest/batch", "[" + ReadingJson("runaway") + "]")->Response();
+  EXPECT_EQ(limited.result_int(), 429u);
+  EXPECT_EQ(limited[bh::field::retry_after], "1");
+  EXPECT_EQ(producer_.Calls().size(), 1u);
+}
+
+TEST_F(RateLimitedIngestTest, InvalidReadingsAloneAre422NotARateLimit) {
+  auto r = Post("/ingest/batch", R"([{"device_id":"x"}])")->Response();
+  EXPECT_EQ(r.result_int(), 422u);
 }
 
 TEST_F(IngestServiceTest, RoutesDeclareTheirBodyLimitsAndMediaTypes) {
