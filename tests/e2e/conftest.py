@@ -37,7 +37,8 @@ class Response:
         return json.loads(self.body)
 
 
-def request(method, url, body=None, content_type="application/json", headers=None, timeout=10):
+def request(method, url, body=None, content_type="application/json", headers=None, timeout=10,
+            context=None):
     data = body
     if isinstance(body, (dict, list)):
         data = json.dumps(body).encode()
@@ -48,7 +49,7 @@ def request(method, url, body=None, content_type="application/json", headers=Non
         h["Content-Type"] = content_type
     req = urllib.request.Request(url, data=data, method=method, headers=h)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
             return Response(r.status, r.headers, r.read())
     except urllib.error.HTTPError as e:
         return Response(e.code, e.headers, e.read())
@@ -175,8 +176,12 @@ def all_telemetry(server, device):
 class Iotd:
     """One `iotd all` process. Ports are chosen by the OS (port 0) and read from its log."""
 
-    def __init__(self, data_dir, env=None, args=None):
+    def __init__(self, data_dir, env=None, args=None, tls=None):
+        """`tls`: an ssl.SSLContext that trusts the listeners' certificate, when env sets
+        TLS_CERT_FILE; the client then speaks https and checks the certificate."""
         self.data_dir = data_dir
+        self.tls = tls
+        self.scheme = "https" if tls else "http"
         self.extra_env = {**store_env(data_dir), **(env or {})}
         self.args = args or []
         self.proc = None
@@ -229,21 +234,21 @@ class Iotd:
 
     def _ready(self):
         try:
-            return request("GET", self.dash("/ready"), timeout=2).status == 200
+            return request("GET", self.dash("/ready"), timeout=2, context=self.tls).status == 200
         except OSError:
             return False
 
     def ingest(self, path=""):
-        return f"http://127.0.0.1:{self.ingest_port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.ingest_port}{path}"
 
     def dash(self, path=""):
-        return f"http://127.0.0.1:{self.dashboard_port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.dashboard_port}{path}"
 
     def post(self, body, path="/ingest", **kw):
-        return request("POST", self.ingest(path), body, **kw)
+        return request("POST", self.ingest(path), body, context=self.tls, **kw)
 
     def get(self, path, **kw):
-        return request("GET", self.dash(path), **kw)
+        return request("GET", self.dash(path), context=self.tls, **kw)
 
     def tail(self, n=40):
         try:

@@ -93,7 +93,7 @@ def test_health_gives_up_on_a_listener_that_never_answers():
         silent.close()
 
 
-@pytest.mark.parametrize("url", ["https://127.0.0.1:8001/health", "http://127.0.0.1:port/x",
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1:8001/health", "http://127.0.0.1:port/x",
                                  "127.0.0.1:8001"])
 def test_health_rejects_urls_it_cannot_probe(url):
     r = run("health", url)
