@@ -16,7 +16,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential cmake ninja-build pkg-config \
       libboost-dev libsimdjson-dev libsqlite3-dev libspdlog-dev libfmt-dev libcli11-dev \
-      libyaml-cpp-dev libmongoc-dev libbson-dev librdkafka-dev \
+      libyaml-cpp-dev libmongoc-dev libbson-dev librdkafka-dev libssl-dev \
       nodejs npm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

@@ -12,8 +12,8 @@ packages=(
   # product libraries (Debian's packages only)
   libboost-dev libsimdjson-dev libsqlite3-dev libspdlog-dev libfmt-dev libcli11-dev
   libyaml-cpp-dev libmongoc-dev libbson-dev librdkafka-dev
-  # TLS on the HTTP listeners (OpenSSL), and the openssl command the TLS tests make certificates with
-  libssl-dev openssl
+  # TLS on the HTTP listeners (OpenSSL)
+  libssl-dev
   # front-end assets embedded at build time (web/package-lock.json, npm registry); left out
   # below when an npm is already on PATH (e.g. NodeSource's nodejs, which bundles its own)
   nodejs npm
@@ -22,6 +22,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev prometheus prometheus-alertmanager clang
   libclang-rt-14-dev
   clang-format clang-tidy sqlite3 python3 python3-pip curl procps
+  # the openssl command, with which the TLS tests make their certificates
+  openssl
   # tests of the MongoDB store: pymongo for Debian's /usr/bin/python3 (an independent client that
   # checks what iotd wrote); the server itself, FerretDB, is built by scripts/ferretdb.sh
   python3-pymongo
