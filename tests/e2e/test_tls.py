@@ -4,6 +4,7 @@ The test makes its own CA and a server certificate for 127.0.0.1/localhost with 
 command; the clients trust only that CA and check the certificate and the host name, as a
 device or a browser would."""
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -11,7 +12,7 @@ import urllib.error
 
 import pytest
 
-from conftest import IOTD, Iotd, eventually, request
+from conftest import IOTD, Iotd, eventually, ferretdb_binary, request
 from sse import SseClient
 
 READING = {"device_id": "tls-dev", "temperature_c": 21.5, "humidity": 40}
@@ -141,3 +142,49 @@ def test_bad_tls_settings_stop_the_start_naming_the_problem(tmp_path, env, messa
     out = subprocess.run([IOTD, "all"], env=full, capture_output=True, text=True, timeout=30)
     assert out.returncode != 0
     assert message in out.stdout + out.stderr
+
+
+# --- MongoDB over TLS (MONGO_URL's tls options) ----------------------------------------------------
+
+@pytest.fixture
+def tls_ferretdb(tmp_path, pki):
+    """FerretDB listening with TLS only, its certificate signed by the test CA."""
+    data = tmp_path / "ferretdb"
+    data.mkdir()
+    log = open(tmp_path / "ferretdb.log", "wb")
+    proc = subprocess.Popen([ferretdb_binary(), "--listen-addr", "", "--listen-tls", "127.0.0.1:0",
+                             "--listen-tls-cert-file", str(pki["cert"]),
+                             "--listen-tls-key-file", str(pki["key"]),
+                             "--sqlite-url", f"file:{data}/"], stdout=subprocess.PIPE, stderr=log)
+    line = proc.stdout.readline()
+    m = re.match(rb"ferretdb listening on mongodb://127\.0\.0\.1:(\d+)/", line)
+    assert m, line
+    yield int(m.group(1))
+    proc.terminate()
+    proc.wait(timeout=10)
+    proc.stdout.close()
+    log.close()
+
+
+def test_the_mongodb_store_connects_over_tls_checking_the_servers_certificate(
+        tmp_path, pki, tls_ferretdb):
+    url = (f"mongodb://localhost:{tls_ferretdb}/?tls=true&tlsCAFile={pki['ca']}")
+    server = Iotd(tmp_path / "data", env={"STORE": "mongodb", "MONGO_URL": url,
+                                          "MONGO_DB": "tlsdb"}).start()
+    try:
+        assert server.post(READING).status == 202
+        assert eventually(lambda: server.get("/devices/tls-dev/telemetry").status == 200)
+    finally:
+        server.stop()
+
+
+def test_the_mongodb_store_refuses_a_server_it_cannot_verify(tmp_path, tls_ferretdb):
+    # No tlsCAFile: the system's CAs do not know the test CA, so the connection must fail.
+    url = f"mongodb://localhost:{tls_ferretdb}/?tls=true"
+    env = dict(os.environ, DATA_DIR=str(tmp_path / "data"), INGEST_PORT="0", DASHBOARD_PORT="0",
+               BIND_ADDRESS="127.0.0.1", STORE="mongodb", MONGO_URL=url, MONGO_DB="tlsdb",
+               MONGO_TIMEOUT="2s")
+    out = subprocess.run([IOTD, "all"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "TLS handshake failed: certificate verify failed" in out.stdout + out.stderr, \
+        out.stderr[-2000:]

@@ -25,6 +25,11 @@ func main() {
 	sqliteURL := flag.String("sqlite-url", "file:data/", "SQLite backend directory URI (must end with /)")
 	postgresURL := flag.String("postgresql-url", "", "use the PostgreSQL backend at this URL instead of SQLite")
 	logLevel := flag.String("log-level", "warn", "debug, info, warn or error")
+	// TLS (the tests of MONGO_URL's tls options): a TLS listener instead of, or beside, TCP.
+	listenTLS := flag.String("listen-tls", "", "TLS address to listen on (empty: no TLS listener)")
+	tlsCert := flag.String("listen-tls-cert-file", "", "TLS server certificate (PEM)")
+	tlsKey := flag.String("listen-tls-key-file", "", "TLS server key (PEM)")
+	tlsCA := flag.String("listen-tls-ca-file", "", "CA of the client certificates to require (PEM; empty: none)")
 	flag.Parse()
 
 	var level slog.Level
@@ -35,7 +40,10 @@ func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	config := &ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: *listen},
+		Listener: ferretdb.ListenerConfig{
+			TCP: *listen, TLS: *listenTLS,
+			TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, TLSCAFile: *tlsCA,
+		},
 		Logger:    logger,
 		Handler:   "sqlite",
 		SQLiteURL: *sqliteURL,
