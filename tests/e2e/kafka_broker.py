@@ -108,13 +108,19 @@ class KafkaBroker:
     in `root/data/`. start() picks free ports the first time; restart() keeps ports and data.
     Topics are never created automatically; everything is replicated once, so acks=all works."""
 
-    def __init__(self, root):
+    def __init__(self, root, secure=None):
+        """`secure`: also serve a SASL_SSL listener (SASL/PLAIN over TLS), for the tests of
+        KAFKA_CONFIG's security settings: {"keystore": a PEM file with the PKCS#8 private key and
+        the certificate chain, "users": {name: password}}. Its port is `secure_port`; the
+        PLAINTEXT listener stays for the broker itself and the harness's checks."""
         self.root = pathlib.Path(root)
         self.data = self.root / "data"
         self.log_path = self.root / "kafka.log"
         self.proc = None
         self.port = 0
         self.controller_port = 0
+        self.secure = secure
+        self.secure_port = 0
 
     @property
     def bootstrap(self):
@@ -137,7 +143,7 @@ class KafkaBroker:
         # The ports were free a moment ago; another process may take one before the broker binds
         # it. Then the broker exits at once, and a fresh pair is tried.
         for attempt in range(3):
-            self.port, self.controller_port = free_ports(2)
+            self.port, self.controller_port, self.secure_port = free_ports(3)
             self._format()
             try:
                 return self._launch(timeout)
@@ -218,15 +224,32 @@ class KafkaBroker:
 
     def _write_config(self):
         host = "127.0.0.1"
+        listeners = f"PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:{self.controller_port}"
+        advertised = f"PLAINTEXT://{host}:{self.port}"
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        secure = []
+        if self.secure:
+            listeners += f",SECURE://{host}:{self.secure_port}"
+            advertised += f",SECURE://localhost:{self.secure_port}"  # the certificate's name
+            protocols += ",SECURE:SASL_SSL"
+            users = " ".join(f'user_{u}="{p}"' for u, p in self.secure["users"].items())
+            secure = [
+                "sasl.enabled.mechanisms=PLAIN",
+                "listener.name.secure.plain.sasl.jaas.config="
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
+                "listener.name.secure.ssl.keystore.type=PEM",
+                f"listener.name.secure.ssl.keystore.location={self.secure['keystore']}",
+            ]
         (self.root / "server.properties").write_text("\n".join([
             "process.roles=broker,controller",
             f"node.id={NODE_ID}",
             f"controller.quorum.voters={NODE_ID}@{host}:{self.controller_port}",
-            f"listeners=PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://{host}:{self.port}",
+            f"listeners={listeners}",
+            f"advertised.listeners={advertised}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"listener.security.protocol.map={protocols}",
+            *secure,
             f"log.dirs={self.data}",
             # Topics exist only when a test (or iotd) creates them, as in production.
             "auto.create.topics.enable=false",

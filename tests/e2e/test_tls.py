@@ -188,3 +188,55 @@ def test_the_mongodb_store_refuses_a_server_it_cannot_verify(tmp_path, tls_ferre
     assert out.returncode != 0
     assert "TLS handshake failed: certificate verify failed" in out.stdout + out.stderr, \
         out.stderr[-2000:]
+
+
+# --- Kafka over SASL_SSL (KAFKA_CONFIG) ------------------------------------------------------------
+
+@pytest.fixture
+def secure_kafka(tmp_path, pki):
+    from kafka_broker import KafkaBroker
+    # Kafka's PEM key store: the private key in PKCS#8, then the certificate.
+    keystore = tmp_path / "kafka-keystore.pem"
+    pkcs8 = subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", str(pki["key"])],
+                           check=True, capture_output=True, text=True).stdout
+    keystore.write_text(pkcs8 + pki["cert"].read_text())
+    broker = KafkaBroker(tmp_path / "kafka", secure={"keystore": str(keystore),
+                                                     "users": {"iotd": "s3cret"}}).start()
+    yield broker
+    broker.kill()
+
+
+def kafka_env(broker, ca, password):
+    return {"BUS": "kafka", "STORE": "sqlite",
+            "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{broker.secure_port}",
+            "KAFKA_CONFIG": f"security.protocol=SASL_SSL;sasl.mechanisms=PLAIN;"
+                            f"sasl.username=iotd;sasl.password={password};ssl.ca.location={ca}",
+            "KAFKA_TIMEOUT": "10s"}
+
+
+def test_kafka_over_sasl_ssl_with_a_checked_certificate(tmp_path, pki, secure_kafka):
+    server = Iotd(tmp_path / "data", env=kafka_env(secure_kafka, pki["ca"], "s3cret")).start()
+    try:
+        assert server.post(READING).status == 202
+        assert eventually(lambda: server.get("/devices/tls-dev").status == 200, timeout=60)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("what", ["wrong password", "unknown CA"])
+def test_kafka_refuses_wrong_credentials_or_an_unverified_broker(tmp_path, pki, secure_kafka,
+                                                                   what):
+    ca = pki["ca"]
+    password = "s3cret"
+    if what == "wrong password":
+        password = "guess"
+    else:
+        ca = make_ca(tmp_path, "stranger")
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "INGEST_PORT": "0",
+           "DASHBOARD_PORT": "0", "BIND_ADDRESS": "127.0.0.1",
+           **kafka_env(secure_kafka, ca, password), "KAFKA_TIMEOUT": "5s"}
+    out = subprocess.run([IOTD, "all"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0, out.stdout[-2000:]
+    text = (out.stdout + out.stderr).lower()
+    assert ("authentication" in text) if what == "wrong password" else ("certificate" in text), \
+        text[-2000:]
