@@ -34,6 +34,9 @@ packages=(
   # tests of the web UI (tests/e2e/test_ui.py): headless Chromium, driven by playwright-core
   # (tests/ui/package-lock.json), and a font for its screenshots
   chromium fonts-liberation
+  # MQTT ingestion (docs/mqtt.md): libmosquitto for `iotd loadgen --mqtt-url`, OpenSSL for the
+  # subscriber's TLS, and the Mosquitto broker and its command-line clients for the tests
+  libmosquitto-dev libssl-dev mosquitto mosquitto-clients
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(wrk nginx-light)

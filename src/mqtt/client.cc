@@ -30,7 +30,8 @@ Status CheckReadable(const std::string& path, const char* what) {
 }  // namespace
 
 Result<std::unique_ptr<Client>> Client::Create(asio::io_context& io, ClientOptions options,
-                                               OnMessage on_message, OnState on_state) {
+                                               OnMessage on_message, OnState on_state,
+                                               std::shared_ptr<ClientStats> stats) {
   std::unique_ptr<asio::ssl::context> ssl;
   if (options.tls) {
     ssl = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
@@ -57,11 +58,13 @@ Result<std::unique_ptr<Client>> Client::Create(asio::io_context& io, ClientOptio
     }
   }
   return std::unique_ptr<Client>(new Client(io, std::move(options), std::move(on_message),
-                                            std::move(on_state), std::move(ssl)));
+                                            std::move(on_state), std::move(ssl),
+                                            stats ? std::move(stats) : std::make_shared<ClientStats>()));
 }
 
 Client::Client(asio::io_context& io, ClientOptions options, OnMessage on_message,
-               OnState on_state, std::unique_ptr<asio::ssl::context> ssl)
+               OnState on_state, std::unique_ptr<asio::ssl::context> ssl,
+               std::shared_ptr<ClientStats> stats)
     : io_(io),
       options_(std::move(options)),
       on_message_(std::move(on_message)),
@@ -72,7 +75,8 @@ Client::Client(asio::io_context& io, ClientOptions options, OnMessage on_message
       keepalive_timer_(io),
       reconnect_timer_(io),
       shutdown_timer_(io),
-      backoff_(options_.min_backoff) {}
+      backoff_(options_.min_backoff),
+      stats_(std::move(stats)) {}
 
 Client::~Client() = default;
 
@@ -106,7 +110,7 @@ void Client::Connect() {
   out_.clear();
   wbuf_.clear();
   pending_.clear();
-  in_flight_.store(0);
+  stats_->in_flight.store(0);
   connect_timer_.expires_after(options_.connect_timeout);
   connect_timer_.async_wait([this, gen](const boost::system::error_code& ec) {
     if (ec || gen != gen_ || subscribed_) return;
@@ -234,7 +238,7 @@ bool Client::HandlePacket(std::uint8_t type, std::uint8_t flags, std::string_vie
       subscribed_ = true;
       connect_timer_.cancel();
       backoff_ = options_.min_backoff;
-      connected_.store(true);
+      stats_->connected.store(true);
       spdlog::info("mqtt: subscribed to {}", fmt::join(options_.topics, ", "));
       if (on_state_) on_state_(Event::kConnected);
       return true;
@@ -251,7 +255,7 @@ bool Client::HandlePacket(std::uint8_t type, std::uint8_t flags, std::string_vie
       if (p->qos == 1) {
         m.token = ++next_token_;
         pending_.push_back(Pending{m.token, p->packet_id, false});
-        in_flight_.store(pending_.size());
+        stats_->in_flight.store(pending_.size());
         if (pending_.size() > options_.receive_maximum) {
           return Fail("the broker exceeded our Receive Maximum"), false;
         }
@@ -288,7 +292,7 @@ void Client::DoComplete(std::uint64_t token) {
     any = true;
   }
   if (any) {
-    in_flight_.store(pending_.size());
+    stats_->in_flight.store(pending_.size());
     Flush();
     if (stopping_) CheckShutdown();
   }
@@ -359,7 +363,7 @@ void Client::Fail(const std::string& why) {
 
 void Client::Close() {
   ++gen_;  // every handler of this connection is stale now
-  const bool was_connected = connected_.exchange(false);
+  const bool was_connected = stats_->connected.exchange(false);
   boost::system::error_code ignored;
   if (open_) {
     Socket().shutdown(Tcp::socket::shutdown_both, ignored);
@@ -370,7 +374,7 @@ void Client::Close() {
   reading_ = false;
   writing_ = false;
   pending_.clear();
-  in_flight_.store(0);
+  stats_->in_flight.store(0);
   connect_timer_.cancel();
   keepalive_timer_.cancel();
   if (was_connected && on_state_) on_state_(Event::kDisconnected);
@@ -387,7 +391,7 @@ void Client::ScheduleReconnect() {
   const auto wait = std::chrono::milliseconds(
       static_cast<std::int64_t>(static_cast<double>(backoff_.count()) * jitter(rng_)));
   backoff_ = std::min(backoff_ * 2, options_.max_backoff);
-  reconnects_.fetch_add(1);
+  stats_->reconnects.fetch_add(1);
   if (on_state_) on_state_(Event::kRetrying);
   reconnect_timer_.expires_after(wait);
   reconnect_timer_.async_wait([this](const boost::system::error_code& ec) {

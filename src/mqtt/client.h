@@ -76,6 +76,13 @@ struct Message {
   bool dup = false;
 };
 
+// ClientStats are the client's counters, shared so that metrics can outlive the client.
+struct ClientStats {
+  std::atomic<bool> connected{false};
+  std::atomic<std::size_t> in_flight{0};     // QoS 1 messages received, not yet acknowledged
+  std::atomic<std::uint64_t> reconnects{0};  // reconnects scheduled after a failure
+};
+
 class Client {
  public:
   using OnMessage = std::function<void(Message)>;
@@ -85,8 +92,10 @@ class Client {
   using OnState = std::function<void(Event)>;
 
   // Create checks the TLS files (a start-up error names the file) and builds the client.
+  // `stats`, when given, receives the counters (else the client keeps its own).
   static Result<std::unique_ptr<Client>> Create(boost::asio::io_context& io, ClientOptions options,
-                                                OnMessage on_message, OnState on_state = {});
+                                                OnMessage on_message, OnState on_state = {},
+                                                std::shared_ptr<ClientStats> stats = nullptr);
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -105,10 +114,10 @@ class Client {
   // io thread.
   void Shutdown(std::chrono::milliseconds grace, std::function<void()> done);
 
-  bool Connected() const { return connected_.load(); }
+  bool Connected() const { return stats_->connected.load(); }
   // InFlight is the number of QoS 1 messages received and not yet acknowledged.
-  std::size_t InFlight() const { return in_flight_.load(); }
-  std::uint64_t Reconnects() const { return reconnects_.load(); }
+  std::size_t InFlight() const { return stats_->in_flight.load(); }
+  std::uint64_t Reconnects() const { return stats_->reconnects.load(); }
 
  private:
   struct Pending {
@@ -119,7 +128,8 @@ class Client {
   using Tcp = boost::asio::ip::tcp;
 
   Client(boost::asio::io_context& io, ClientOptions options, OnMessage on_message,
-         OnState on_state, std::unique_ptr<boost::asio::ssl::context> ssl);
+         OnState on_state, std::unique_ptr<boost::asio::ssl::context> ssl,
+         std::shared_ptr<ClientStats> stats);
 
   void Connect();
   void OnConnected(std::uint64_t gen);
@@ -170,9 +180,7 @@ class Client {
   std::function<void()> shutdown_done_;
   std::mt19937_64 rng_{std::random_device{}()};
 
-  std::atomic<bool> connected_{false};
-  std::atomic<std::size_t> in_flight_{0};
-  std::atomic<std::uint64_t> reconnects_{0};
+  std::shared_ptr<ClientStats> stats_;
 };
 
 }  // namespace iot::mqtt

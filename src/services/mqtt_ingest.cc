@@ -222,6 +222,12 @@ MqttIngest::MqttIngest(MqttIngestOptions options, mqtt::ClientOptions client,
       bus_retries_(registry.AddCounter(
           "mqtt_bus_retries_total",
           "Times a group of MQTT messages was produced again after the bus refused it")) {
+  registry.AddCallbackGauge("mqtt_inflight_messages",
+                            "QoS 1 messages received from the broker and not yet acknowledged",
+                            [stats = stats_] { return static_cast<double>(stats->in_flight.load()); });
+  registry.AddCallbackCounter("mqtt_reconnects_total",
+                              "Reconnects to the MQTT broker after a failed or lost connection",
+                              [stats = stats_] { return static_cast<double>(stats->reconnects.load()); });
   for (const auto& f : client_options_.topics) {
     filters_.emplace_back(std::string(StripShare(f)), DeviceLevel(f));
   }
@@ -233,8 +239,11 @@ Status MqttIngest::Start() {
   auto made = mqtt::Client::Create(
       io_, client_options_, [this](mqtt::Message m) { OnMessage(std::move(m)); },
       [this](mqtt::Client::Event e) {
-        connected_.Set(e == mqtt::Client::Event::kConnected ? 1 : 0);
-      });
+        if (e != mqtt::Client::Event::kRetrying) {
+          connected_.Set(e == mqtt::Client::Event::kConnected ? 1 : 0);
+        }
+      },
+      stats_);
   if (!made) return made.error();
   client_ = std::move(*made);
   client_->Start();

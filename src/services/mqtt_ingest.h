@@ -113,6 +113,7 @@ class MqttIngest {
   std::shared_ptr<Group> open_group_;  // collecting the PUBLISHes of the current read
   int retrying_ = 0;                   // groups the bus refused, waiting to be tried again
   bool stopped_ = false;
+  std::shared_ptr<mqtt::ClientStats> stats_ = std::make_shared<mqtt::ClientStats>();
 
   // Probe: the MQTT metrics (docs/mqtt.md).
   metrics::Gauge& connected_;
