@@ -209,7 +209,9 @@ std::string EncodeSubscribe(std::uint16_t packet_id, const std::vector<std::stri
   body += '\0';  // no properties
   for (const auto& f : filters) {
     AppendString(body, f);
-    body += static_cast<char>(qos & 0x03);  // No Local, Retain As Published, Retain Handling 0
+    // Maximum QoS; Retain Handling 1: retained messages only when the subscription is new, so
+    // that a resumed session does not take them again at every reconnect.
+    body += static_cast<char>((qos & 0x03) | 0x10);
   }
   return Packet(PacketType::kSubscribe, 0x02, body);
 }
