@@ -27,7 +27,9 @@ def free_port():
 
 
 class MosquittoBroker:
-    def __init__(self, directory):
+    def __init__(self, directory, tls=None):
+        """`tls`: {"cafile", "certfile", "keyfile", "require_certificate"} for a TLS listener."""
+        self.tls = tls
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = None
@@ -45,11 +47,15 @@ class MosquittoBroker:
             conf.write_text(
                 f"listener {self.port} 127.0.0.1\n"
                 "allow_anonymous true\n"
+                # Run as root stays root (its files are in the test's private temporary
+                # directory); as another user this line is ignored.
+                "user root\n"
                 "persistence false\n"
                 "max_queued_messages 0\n"
                 "max_queued_bytes 0\n"
                 "max_inflight_messages 0\n"
                 "set_tcp_nodelay true\n"
+                + self._tls_conf() +
                 f"log_dest file {self.log_path}\n"
                 "log_type error\nlog_type warning\nlog_type notice\n")
             self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
@@ -64,9 +70,16 @@ class MosquittoBroker:
             self.stop()  # the port was taken meanwhile, or it did not start: try another
         raise AssertionError("mosquitto did not start: " + self.tail())
 
-    def publish(self, topic, payload, qos=1, timeout=10):
+    def _tls_conf(self):
+        if not self.tls:
+            return ""
+        return (f"cafile {self.tls['cafile']}\ncertfile {self.tls['certfile']}\n"
+                f"keyfile {self.tls['keyfile']}\n"
+                f"require_certificate {str(self.tls.get('require_certificate', False)).lower()}\n")
+
+    def publish(self, topic, payload, qos=1, timeout=10, tls_args=()):
         subprocess.run([MOSQUITTO_PUB, "-h", "127.0.0.1", "-p", str(self.port), "-q", str(qos),
-                        "-t", topic, "-m", payload], check=True, timeout=timeout)
+                        "-t", topic, "-m", payload, *tls_args], check=True, timeout=timeout)
 
     def publish_lines(self, topic, payloads, qos=1, timeout=60):
         """Publishes each payload (no newline inside) as one message, in order, over one

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import IOTD, Iotd, all_telemetry, eventually, request
 from mqtt_broker import MosquittoBroker
+from test_metrics import promtool_check
 
 
 @pytest.fixture
@@ -71,6 +72,9 @@ def test_readings_from_mosquitto_pub_and_the_loadgen_appear_in_the_dashboard(tmp
         assert m['mqtt_readings_accepted_total'] == 53
         assert m['mqtt_messages_total{result="accepted"}'] == 52
         assert m["mqtt_inflight_messages"] == 0
+        assert m["mqtt_connected"] == 1
+        code, out = promtool_check(request("GET", server.ingest("/metrics")).body)
+        assert code == 0, out
     finally:
         server.stop()
 
@@ -156,3 +160,87 @@ def test_bad_mqtt_options_stop_the_start_with_a_clear_error(tmp_path, env, messa
                          env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
     assert out.returncode != 0
     assert message in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_two_ingest_replicas_with_a_shared_subscription_split_one_stream(tmp_path, broker, kafka,
+                                                                          ferretdb):
+    """BUS=kafka: two `iotd ingest` with `$share/...` take one stream between them; every
+    reading is stored once (the broker gives each message to one member of the group)."""
+    from distributed import Cluster
+    cluster = Cluster(tmp_path, kafka.bootstrap, ferretdb.url, "mqtt-shared")
+    try:
+        mqtt = {"MQTT_URL": broker.url, "MQTT_TOPICS": "$share/iotd/devices/+/telemetry"}
+        replicas = [cluster.start("ingest", MQTT_CLIENT_ID=f"iotd-e2e-share-{i}", **mqtt)
+                    for i in range(2)]
+        cluster.start("aggregator")
+        dash = cluster.start("dashboard")
+        for r in replicas:
+            assert eventually(lambda r=r: r.metric("mqtt_connected") == 1, timeout=30), r.tail()
+        n = 2000
+        out = subprocess.run([IOTD, "loadgen", "--mqtt-url", broker.url, "--devices", "20",
+                              "--count", str(n), "--unthrottled", "--connections", "2"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+        def stored():
+            r = dash.get("/stats")
+            return r.json()["total_telemetry"] if r.status == 200 else 0
+        assert eventually(lambda: stored() >= n, timeout=90), cluster.tails()
+        per_replica = [r.metric("mqtt_readings_accepted_total") for r in replicas]
+        assert all(v > 0 for v in per_replica), per_replica
+        assert sum(per_replica) == n, per_replica
+        assert stored() == n  # none stored twice
+    finally:
+        cluster.stop_all()
+
+
+def make_certificates(d):
+    """A CA, a broker certificate for 127.0.0.1 and a client certificate, made by openssl."""
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=iotd test CA",
+        "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))
+    for name, ext in [("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")]:
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"))
+        (d / f"{name}.ext").write_text(ext + "\n")
+        run("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"),
+            "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "2",
+            "-extfile", str(d / f"{name}.ext"), "-out", str(d / f"{name}.pem"))
+
+
+def test_tls_to_the_broker_with_a_client_certificate(tmp_path):
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    make_certificates(certs)
+    broker = MosquittoBroker(tmp_path / "mqtt", tls={
+        "cafile": certs / "ca.pem", "certfile": certs / "server.pem",
+        "keyfile": certs / "server.key", "require_certificate": True}).start()
+    try:
+        tls = {"MQTT_URL": f"mqtts://127.0.0.1:{broker.port}", "MQTT_CA_FILE": str(certs / "ca.pem"),
+               "MQTT_CERT_FILE": str(certs / "client.pem"), "MQTT_KEY_FILE": str(certs / "client.key")}
+        server = Iotd(tmp_path / "data", env=tls).start()
+        try:
+            assert eventually(lambda: metrics(server.ingest()).get("mqtt_connected") == 1,
+                              timeout=20), server.tail()
+            broker.publish("devices/tls-1/telemetry", '{"temperature_c": 1, "humidity": 2}',
+                           tls_args=["--cafile", str(certs / "ca.pem"),
+                                     "--cert", str(certs / "client.pem"),
+                                     "--key", str(certs / "client.key")])
+            assert eventually(lambda: device_readings(server, "tls-1") == 1, timeout=20)
+        finally:
+            server.stop()
+        # A broker whose certificate the CA did not sign is refused (verified, not trusted blindly).
+        other = tmp_path / "other"
+        other.mkdir()
+        make_certificates(other)
+        server = Iotd(tmp_path / "data2", env={**tls, "MQTT_CA_FILE": str(other / "ca.pem")}).start()
+        try:
+            assert eventually(lambda: metrics(server.ingest()).get("mqtt_reconnects_total", 0) >= 1,
+                              timeout=20)
+            assert metrics(server.ingest())["mqtt_connected"] == 0
+            assert "certificate verify failed" in server.tail(200)
+        finally:
+            server.stop()
+    finally:
+        broker.stop()
