@@ -12,6 +12,7 @@ packages=(
   # product libraries (Debian's packages only)
   libboost-dev libsimdjson-dev libsqlite3-dev libspdlog-dev libfmt-dev libcli11-dev
   libyaml-cpp-dev libmongoc-dev libbson-dev librdkafka-dev
+  libmosquitto-dev libssl-dev  # MQTT: the loadgen's publisher, the subscriber's TLS (docs/mqtt.md)
   # front-end assets embedded at build time (web/package-lock.json, npm registry); left out
   # below when an npm is already on PATH (e.g. NodeSource's nodejs, which bundles its own)
   nodejs npm
@@ -34,9 +35,8 @@ packages=(
   # tests of the web UI (tests/e2e/test_ui.py): headless Chromium, driven by playwright-core
   # (tests/ui/package-lock.json), and a font for its screenshots
   chromium fonts-liberation
-  # MQTT ingestion (docs/mqtt.md): libmosquitto for `iotd loadgen --mqtt-url`, OpenSSL for the
-  # subscriber's TLS, and the Mosquitto broker and its command-line clients for the tests
-  libmosquitto-dev libssl-dev mosquitto mosquitto-clients
+  # tests of MQTT ingestion (docs/mqtt.md): the Mosquitto broker and its command-line clients
+  mosquitto mosquitto-clients
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(wrk nginx-light)
