@@ -132,7 +132,7 @@ TEST(MqttClient, UncompletedMessagesAreRedeliveredToTheNextConnection) {
   EXPECT_EQ(third.Messages()[0].payload, "d");  // nothing completed came back
 }
 
-TEST(MqttClient, ReconnectsWhenTheBrokerComesLater) {
+TEST(MqttClient, KeepsReconnectingWithBackoffWhileTheBrokerIsDown) {
   std::uint16_t port;
   {
     auto probe = Mosquitto::Start();
