@@ -97,7 +97,10 @@ DecodedMessage DecodeMqttPayload(std::string_view topic, std::string_view topic_
     } else {
       r.payload.assign(payload);
     }
-    out.messages.push_back(bus::Message{std::string(topic_device), codec::EncodeRejected(r)});
+    // The key orders it with the device's readings; a topic level too long for a device id
+    // (which is then the reason) is cut.
+    out.messages.push_back(bus::Message{std::string(topic_device.substr(0, 255)),
+                                        codec::EncodeRejected(r)});
   };
   auto add = [&](core::Reading& reading) -> std::optional<std::string> {
     if (!topic_device.empty() && reading.device_id != topic_device) {
@@ -237,7 +240,7 @@ MqttIngest::~MqttIngest() { Stop(std::chrono::milliseconds(0)); }
 
 Status MqttIngest::Start() {
   auto made = mqtt::Client::Create(
-      io_, client_options_, [this](mqtt::Message m) { OnMessage(std::move(m)); },
+      *io_, client_options_, [this](mqtt::Message m) { OnMessage(std::move(m)); },
       [this](mqtt::Client::Event e) {
         if (e != mqtt::Client::Event::kRetrying) {
           connected_.Set(e == mqtt::Client::Event::kConnected ? 1 : 0);
@@ -249,8 +252,8 @@ Status MqttIngest::Start() {
   client_->Start();
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "mqtt");
-    auto guard = asio::make_work_guard(io_);
-    io_.run();
+    auto guard = asio::make_work_guard(*io_);
+    io_->run();
   });
   return Status::Ok();
 }
@@ -263,8 +266,8 @@ void MqttIngest::Stop(std::chrono::milliseconds grace) {
   if (done.wait_for(grace + std::chrono::seconds(1)) != std::future_status::ready) {
     spdlog::warn("mqtt: the connection did not close in time");
   }
-  asio::post(io_, [this] { stopped_ = true; });
-  io_.stop();
+  asio::post(*io_, [this] { stopped_ = true; });
+  io_->stop();
   thread_.join();
   connected_.Set(0);
 }
@@ -283,7 +286,7 @@ void MqttIngest::OnMessage(mqtt::Message m) {
     open_group_ = std::make_shared<Group>();
     open_group_->received = clock_.Now();
     // Runs after the read that delivered this message was processed: one bus call per read.
-    asio::post(io_, [this] { FlushGroup(); });
+    asio::post(*io_, [this] { FlushGroup(); });
   }
   open_group_->bytes += m.payload.size();
   open_group_->inputs.push_back(std::move(m));
@@ -311,7 +314,7 @@ void MqttIngest::Produce(std::shared_ptr<Group> group) {
       d.result = "too_large";
       codec::RejectedInput r{in.topic, "mqtt: too_large: the bus cannot take its readings",
                              in.payload.substr(0, options_.max_dead_letter_payload)};
-      d.messages.push_back(bus::Message{group->devices[i], codec::EncodeRejected(r)});
+      d.messages.push_back(bus::Message{group->devices[i].substr(0, 255), codec::EncodeRejected(r)});
       d.rejected_items = 1;
     } else {
       d = DecodeMqttPayload(in.topic, group->devices[i], in.payload, options_, limits_,
@@ -328,8 +331,8 @@ void MqttIngest::Produce(std::shared_ptr<Group> group) {
     for (auto& msg : d.messages) messages.push_back(std::move(msg));
   }
   group->counted = true;
-  producer_.Produce(std::move(messages), [this, group](Status s) {
-    asio::post(io_, [this, group, s = std::move(s)] { Produced(group, s); });
+  producer_.Produce(std::move(messages), [this, io = io_, group](Status s) {
+    asio::post(*io, [this, group, s = std::move(s)] { Produced(group, s); });
   });
 }
 
@@ -370,7 +373,7 @@ void MqttIngest::Produced(std::shared_ptr<Group> group, Status s) {
   group->backoff = group->backoff.count() == 0
                        ? options_.min_retry
                        : std::min(group->backoff * 2, options_.max_retry);
-  auto timer = std::make_shared<asio::steady_timer>(io_, group->backoff);
+  auto timer = std::make_shared<asio::steady_timer>(*io_, group->backoff);
   timer->async_wait([this, timer, group](const boost::system::error_code& ec) {
     if (!ec) Produce(group);
   });

@@ -107,7 +107,9 @@ class MqttIngest {
   const core::Clock& clock_;
   core::ReadingLimits limits_;  // the service thread's copy (default_device_id changes)
   std::vector<std::pair<std::string, int>> filters_;  // without $share/, and the device level
-  boost::asio::io_context io_;
+  // Shared with the bus's callbacks, so that a late one posts to a stopped io_context instead
+  // of a destroyed one.
+  std::shared_ptr<boost::asio::io_context> io_ = std::make_shared<boost::asio::io_context>();
   std::unique_ptr<mqtt::Client> client_;
   std::thread thread_;
   std::shared_ptr<Group> open_group_;  // collecting the PUBLISHes of the current read
