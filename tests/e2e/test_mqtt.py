@@ -249,3 +249,38 @@ def test_tls_to_the_broker_with_a_client_certificate(tmp_path):
             server.stop()
     finally:
         broker.stop()
+
+
+def test_while_kafka_is_down_nothing_is_acknowledged_and_nothing_is_lost(tmp_path, broker,
+                                                                          own_kafka, ferretdb):
+    """Back-pressure: the bus refuses, ingest retries with backoff and acknowledges nothing (the
+    messages stay in flight at the broker); when Kafka is back, every reading is stored."""
+    from distributed import Cluster
+    cluster = Cluster(tmp_path, own_kafka.bootstrap, ferretdb.url, "mqtt-kafka-down",
+                      {"KAFKA_DELIVERY_TIMEOUT": "3s"})
+    try:
+        ingest = cluster.start("ingest", MQTT_URL=broker.url, MQTT_CLIENT_ID="iotd-e2e-down")
+        cluster.start("aggregator")
+        dash = cluster.start("dashboard")
+        assert eventually(lambda: ingest.metric("mqtt_connected") == 1, timeout=30), ingest.tail()
+        broker.publish("devices/kd/telemetry", '{"temperature_c": 1, "humidity": 2}')
+        assert eventually(lambda: ingest.metric("mqtt_readings_accepted_total") == 1, timeout=30)
+        own_kafka.stop()
+        payloads = [json.dumps({"temperature_c": i, "humidity": 2,
+                                "ts": f"2026-01-01T00:00:{i:02d}Z"}) for i in range(20)]
+        broker.publish_lines("devices/kd/telemetry", payloads)
+        assert eventually(lambda: (ingest.metric("mqtt_bus_retries_total") or 0) > 0,
+                          timeout=30), ingest.tail()
+        assert ingest.metric("mqtt_inflight_messages") > 0
+        assert ingest.metric("mqtt_readings_accepted_total") == 1  # nothing acknowledged
+        own_kafka.restart()
+        assert eventually(lambda: ingest.metric("mqtt_readings_accepted_total") == 21,
+                          timeout=90), ingest.tail()
+        assert eventually(lambda: ingest.metric("mqtt_inflight_messages") == 0, timeout=30)
+
+        def stored():
+            r = dash.get("/devices/kd")
+            return r.json()["readings"] if r.status == 200 else 0
+        assert eventually(lambda: stored() >= 21, timeout=90), cluster.tails()
+    finally:
+        cluster.stop_all()
