@@ -282,12 +282,30 @@ void Client::Complete(std::uint64_t token) {
   asio::post(io_, [this, token] { DoComplete(token); });
 }
 
+void Client::Complete(std::vector<std::uint64_t> tokens) {
+  asio::post(io_, [this, tokens = std::move(tokens)] {
+    for (auto token : tokens) MarkDone(token);
+    AckDone();
+  });
+}
+
 void Client::DoComplete(std::uint64_t token) {
-  if (pending_.empty() || token < pending_.front().token || token > pending_.back().token) return;
+  MarkDone(token);
+  AckDone();
+}
+
+void Client::MarkDone(std::uint64_t token) {
+  if (pending_.empty() || token == 0 || token < pending_.front().token ||
+      token > pending_.back().token) {
+    return;
+  }
   pending_[token - pending_.front().token].done = true;
+}
+
+void Client::AckDone() {
   bool any = false;
   while (!pending_.empty() && pending_.front().done) {
-    out_ += EncodePuback(pending_.front().packet_id);
+    AppendPuback(out_, pending_.front().packet_id);
     pending_.pop_front();
     any = true;
   }

@@ -105,6 +105,8 @@ class Client {
   // Complete marks the QoS 1 message `token` done: its PUBACK goes out once every message
   // received before it on the same connection is done. Unknown tokens are ignored.
   void Complete(std::uint64_t token);
+  // Complete marks several messages done at once (one hop to the io thread).
+  void Complete(std::vector<std::uint64_t> tokens);
   // Pause stops reading the socket (back-pressure: the broker then holds the messages); Resume
   // reads again. Keep-alive pings continue meanwhile.
   void Pause();
@@ -137,6 +139,9 @@ class Client {
   void ProcessBuffer();
   bool HandlePacket(std::uint8_t type, std::uint8_t flags, std::string_view body);
   void DoComplete(std::uint64_t token);
+  void MarkDone(std::uint64_t token);
+  // AckDone queues the PUBACKs of the done messages at the head of pending_.
+  void AckDone();
   void Write(std::string bytes);
   void Flush();
   void Fail(const std::string& why);

@@ -223,6 +223,12 @@ std::string EncodePuback(std::uint16_t packet_id) {
   return Packet(PacketType::kPuback, 0, body);
 }
 
+void AppendPuback(std::string& out, std::uint16_t packet_id) {
+  out += static_cast<char>(static_cast<std::uint8_t>(PacketType::kPuback) << 4);
+  out += static_cast<char>(2);
+  Append16(out, packet_id);
+}
+
 std::string EncodePingreq() { return Packet(PacketType::kPingreq, 0, {}); }
 
 std::string EncodeDisconnect(std::uint8_t reason) {

@@ -85,6 +85,8 @@ std::string EncodeConnect(const ConnectOptions& o);
 std::string EncodeSubscribe(std::uint16_t packet_id, const std::vector<std::string>& filters,
                             std::uint8_t qos);
 std::string EncodePuback(std::uint16_t packet_id);
+// AppendPuback appends EncodePuback(packet_id) to `out` (the hot path: no allocation).
+void AppendPuback(std::string& out, std::uint16_t packet_id);
 std::string EncodePingreq();
 std::string EncodeDisconnect(std::uint8_t reason = 0);
 

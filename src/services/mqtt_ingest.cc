@@ -217,6 +217,7 @@ MqttIngest::MqttIngest(MqttIngestOptions options, mqtt::ClientOptions client,
           "MQTT messages received, by result: accepted, partial (an array with invalid items), "
           "or why it was dead-lettered",
           {"result"})),
+      accepted_messages_(messages_.With({"accepted"})),
       readings_accepted_(registry.AddCounter(
           "mqtt_readings_accepted_total",
           "Readings from MQTT made durable on the bus (then acknowledged)")),
@@ -321,7 +322,7 @@ void MqttIngest::Produce(std::shared_ptr<Group> group) {
                             group->received);
     }
     if (!group->counted) {
-      messages_.With({d.result}).Inc();
+      (d.result == "accepted" ? accepted_messages_ : messages_.With({d.result})).Inc();
       if (d.rejected_items > 0) {
         readings_rejected_.Inc(static_cast<double>(d.rejected_items));
         spdlog::warn("mqtt: dead letter from {}: {}", in.topic, d.result);
@@ -338,7 +339,12 @@ void MqttIngest::Produce(std::shared_ptr<Group> group) {
 
 void MqttIngest::Produced(std::shared_ptr<Group> group, Status s) {
   if (s.ok()) {
-    for (const auto& in : group->inputs) client_->Complete(in.token);
+    std::vector<std::uint64_t> tokens;
+    tokens.reserve(group->inputs.size());
+    for (const auto& in : group->inputs) {
+      if (in.token != 0) tokens.push_back(in.token);
+    }
+    if (!tokens.empty()) client_->Complete(std::move(tokens));
     readings_accepted_.Inc(static_cast<double>(group->readings));
     if (group->retrying && --retrying_ == 0) client_->Resume();
     return;

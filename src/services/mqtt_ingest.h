@@ -120,6 +120,7 @@ class MqttIngest {
   // Probe: the MQTT metrics (docs/mqtt.md).
   metrics::Gauge& connected_;
   metrics::Family<metrics::Counter>& messages_;
+  metrics::Counter& accepted_messages_;  // messages_ {result="accepted"}, looked up once
   metrics::Counter& readings_accepted_;
   metrics::Counter& readings_rejected_;
   metrics::Counter& bus_retries_;
