@@ -74,7 +74,8 @@ Status ValidateMqttLoad(const MqttLoadOptions& o) {
                      "--mqtt-url: expected mqtt://host[:port], got '" + o.url + "'");
   }
   if (o.devices < 1) return MakeError(Errc::kInvalidArgument, "--devices must be at least 1");
-  if (o.connections < 1) return MakeError(Errc::kInvalidArgument, "--connections must be at least 1");
+  if (o.connections < 1)
+    return MakeError(Errc::kInvalidArgument, "--connections must be at least 1");
   if (o.batch < 0) return MakeError(Errc::kInvalidArgument, "--batch must be >= 0");
   if (!o.unthrottled && o.rps <= 0) return MakeError(Errc::kInvalidArgument, "--rps must be > 0");
   return Status::Ok();
@@ -85,7 +86,9 @@ LoadgenSummary RunMqttLoad(const MqttLoadOptions& o, std::ostream& progress,
   LoadgenSummary summary;
   const auto hp = *ParseUrl(o.url);
   mosquitto_lib_init();
-  DeviceFleet fleet({.devices = o.devices, .device_prefix = o.device_prefix, .seed = o.seed,
+  DeviceFleet fleet({.devices = o.devices,
+                     .device_prefix = o.device_prefix,
+                     .seed = o.seed,
                      .hot_fraction = o.hot_fraction});
   std::vector<std::unique_ptr<Connection>> conns;
   const auto start = Clock::now();

@@ -28,15 +28,15 @@
 namespace iot::loadgen {
 
 struct MqttLoadOptions {
-  std::string url;                 // mqtt://host[:port]
+  std::string url;  // mqtt://host[:port]
   int devices = 10;
-  double rps = 1.0;                // messages per second per device
+  double rps = 1.0;  // messages per second per device
   bool unthrottled = false;
   std::optional<std::chrono::milliseconds> duration;
-  std::uint64_t count = 0;         // stop after this many messages (0: duration / Stop only)
-  int batch = 0;                   // readings per message (0: one reading object)
+  std::uint64_t count = 0;  // stop after this many messages (0: duration / Stop only)
+  int batch = 0;            // readings per message (0: one reading object)
   int connections = 2;
-  int max_inflight = 10000;        // per client
+  int max_inflight = 10000;  // per client
   std::string device_prefix = "dev-";
   std::uint64_t seed = 0;
   double hot_fraction = 0.0;

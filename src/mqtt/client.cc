@@ -42,29 +42,35 @@ Result<std::unique_ptr<Client>> Client::Create(asio::io_context& io, ClientOptio
     if (!options.ca_file.empty()) {
       if (Status s = CheckReadable(options.ca_file, "MQTT_CA_FILE"); !s) return s.error();
       ssl->load_verify_file(options.ca_file, ec);
-      if (ec) return MakeError(Errc::kInvalidArgument, "MQTT_CA_FILE " + options.ca_file + ": " + ec.message());
+      if (ec)
+        return MakeError(Errc::kInvalidArgument,
+                         "MQTT_CA_FILE " + options.ca_file + ": " + ec.message());
     } else {
       ssl->set_default_verify_paths(ec);
-      if (ec) return MakeError(Errc::kInvalidArgument, "the system's CA certificates: " + ec.message());
+      if (ec)
+        return MakeError(Errc::kInvalidArgument, "the system's CA certificates: " + ec.message());
     }
     ssl->set_verify_mode(asio::ssl::verify_peer);
     if (!options.cert_file.empty()) {
       if (Status s = CheckReadable(options.cert_file, "MQTT_CERT_FILE"); !s) return s.error();
       if (Status s = CheckReadable(options.key_file, "MQTT_KEY_FILE"); !s) return s.error();
       ssl->use_certificate_chain_file(options.cert_file, ec);
-      if (ec) return MakeError(Errc::kInvalidArgument, "MQTT_CERT_FILE " + options.cert_file + ": " + ec.message());
+      if (ec)
+        return MakeError(Errc::kInvalidArgument,
+                         "MQTT_CERT_FILE " + options.cert_file + ": " + ec.message());
       ssl->use_private_key_file(options.key_file, asio::ssl::context::pem, ec);
-      if (ec) return MakeError(Errc::kInvalidArgument, "MQTT_KEY_FILE " + options.key_file + ": " + ec.message());
+      if (ec)
+        return MakeError(Errc::kInvalidArgument,
+                         "MQTT_KEY_FILE " + options.key_file + ": " + ec.message());
     }
   }
-  return std::unique_ptr<Client>(new Client(io, std::move(options), std::move(on_message),
-                                            std::move(on_state), std::move(ssl),
-                                            stats ? std::move(stats) : std::make_shared<ClientStats>()));
+  return std::unique_ptr<Client>(
+      new Client(io, std::move(options), std::move(on_message), std::move(on_state), std::move(ssl),
+                 stats ? std::move(stats) : std::make_shared<ClientStats>()));
 }
 
-Client::Client(asio::io_context& io, ClientOptions options, OnMessage on_message,
-               OnState on_state, std::unique_ptr<asio::ssl::context> ssl,
-               std::shared_ptr<ClientStats> stats)
+Client::Client(asio::io_context& io, ClientOptions options, OnMessage on_message, OnState on_state,
+               std::unique_ptr<asio::ssl::context> ssl, std::shared_ptr<ClientStats> stats)
     : io_(io),
       options_(std::move(options)),
       on_message_(std::move(on_message)),
@@ -121,19 +127,21 @@ void Client::Connect() {
       [this, gen](const boost::system::error_code& ec, Tcp::resolver::results_type results) {
         if (gen != gen_) return;
         if (ec) return Fail("cannot resolve " + options_.host + ": " + ec.message());
-        asio::async_connect(Socket(), results,
-                            [this, gen](const boost::system::error_code& ec2, const Tcp::endpoint&) {
-                              if (gen != gen_) return;
-                              if (ec2) return Fail("cannot connect: " + ec2.message());
-                              Socket().set_option(Tcp::no_delay(true));
-                              if (!tls_) return OnConnected(gen);
-                              tls_->async_handshake(asio::ssl::stream_base::client,
-                                                    [this, gen](const boost::system::error_code& ec3) {
-                                                      if (gen != gen_) return;
-                                                      if (ec3) return Fail("TLS handshake failed: " + ec3.message());
-                                                      OnConnected(gen);
-                                                    });
-                            });
+        asio::async_connect(
+            Socket(), results,
+            [this, gen](const boost::system::error_code& ec2, const Tcp::endpoint&) {
+              if (gen != gen_) return;
+              if (ec2) return Fail("cannot connect: " + ec2.message());
+              Socket().set_option(Tcp::no_delay(true));
+              if (!tls_) return OnConnected(gen);
+              tls_->async_handshake(asio::ssl::stream_base::client,
+                                    [this, gen](const boost::system::error_code& ec3) {
+                                      if (gen != gen_) return;
+                                      if (ec3)
+                                        return Fail("TLS handshake failed: " + ec3.message());
+                                      OnConnected(gen);
+                                    });
+            });
       });
 }
 
@@ -164,7 +172,8 @@ void Client::StartRead() {
     reading_ = false;
     if (ec) {
       if (stopping_ && disconnect_sent_) return Close();
-      return Fail(ec == asio::error::eof ? "the broker closed the connection" : "read: " + ec.message());
+      return Fail(ec == asio::error::eof ? "the broker closed the connection"
+                                         : "read: " + ec.message());
     }
     in_len_ += n;
     last_recv_ = Clock::now();
@@ -268,7 +277,8 @@ bool Client::HandlePacket(std::uint8_t type, std::uint8_t flags, std::string_vie
     case PacketType::kDisconnect: {
       auto d = DecodeDisconnect(flags, body);
       std::string why = "the broker disconnected: ";
-      why += d ? ReasonName(d->reason) + (d->reason_string.empty() ? "" : " (" + d->reason_string + ")")
+      why += d ? ReasonName(d->reason) +
+                     (d->reason_string.empty() ? "" : " (" + d->reason_string + ")")
                : d.error().message;
       return Fail(why), false;
     }
@@ -350,7 +360,8 @@ void Client::ArmKeepAlive(std::uint64_t gen) {
     if (ec || gen != gen_ || !open_) return;
     const auto now = Clock::now();
     // While paused the socket is not read, so an answer cannot be seen: no timeout then.
-    if (!paused_ && now - last_recv_ > half * 3) return Fail("keep alive timeout: the broker is silent");
+    if (!paused_ && now - last_recv_ > half * 3)
+      return Fail("keep alive timeout: the broker is silent");
     if (now - last_send_ >= half) Write(EncodePingreq());
     ArmKeepAlive(gen);
   });
@@ -442,8 +453,10 @@ void Client::CheckShutdown() {
     return;
   }
   if (!pending_.empty()) {
-    spdlog::warn("mqtt: shutting down with {} messages not acknowledged (the broker redelivers "
-                 "them)", pending_.size());
+    spdlog::warn(
+        "mqtt: shutting down with {} messages not acknowledged (the broker redelivers "
+        "them)",
+        pending_.size());
   }
   disconnect_sent_ = true;
   Write(EncodeDisconnect());

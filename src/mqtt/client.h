@@ -17,7 +17,8 @@
 // are ignored: the broker redelivers them to the new connection.
 //
 //   asio::io_context io;
-//   auto client = Client::Create(io, options, [&](Message m) { ... later client->Complete(m.token); });
+//   auto client = Client::Create(io, options, [&](Message m) { ... later client->Complete(m.token);
+//   });
 //   (*client)->Start();
 //   io.run();   // on one thread
 //
@@ -57,7 +58,7 @@ struct ClientOptions {
   std::optional<std::string> username;
   std::optional<std::string> password;
   std::string client_id;
-  std::vector<std::string> topics;   // filters, subscribed with maximum QoS 1
+  std::vector<std::string> topics;     // filters, subscribed with maximum QoS 1
   std::uint32_t session_expiry_s = 0;  // > 0: a persistent session (Clean Start 0)
   std::uint16_t receive_maximum = 1000;
   std::uint16_t keep_alive_s = 30;
@@ -129,9 +130,8 @@ class Client {
   };
   using Tcp = boost::asio::ip::tcp;
 
-  Client(boost::asio::io_context& io, ClientOptions options, OnMessage on_message,
-         OnState on_state, std::unique_ptr<boost::asio::ssl::context> ssl,
-         std::shared_ptr<ClientStats> stats);
+  Client(boost::asio::io_context& io, ClientOptions options, OnMessage on_message, OnState on_state,
+         std::unique_ptr<boost::asio::ssl::context> ssl, std::shared_ptr<ClientStats> stats);
 
   void Connect();
   void OnConnected(std::uint64_t gen);
@@ -165,19 +165,19 @@ class Client {
   boost::asio::steady_timer shutdown_timer_;
 
   // All below: io thread only.
-  std::uint64_t gen_ = 0;         // connection generation; stale handlers compare theirs
-  bool open_ = false;             // a socket exists (connecting or connected)
+  std::uint64_t gen_ = 0;  // connection generation; stale handlers compare theirs
+  bool open_ = false;      // a socket exists (connecting or connected)
   bool subscribed_ = false;
   bool reading_ = false;
   bool paused_ = false;
   bool writing_ = false;
   bool stopping_ = false;
   bool disconnect_sent_ = false;
-  std::string in_;                // received bytes not yet parsed
+  std::string in_;  // received bytes not yet parsed
   std::size_t in_len_ = 0;
-  std::string out_;               // bytes waiting to be written
-  std::string wbuf_;              // bytes being written
-  std::deque<Pending> pending_;   // QoS 1 messages in arrival order
+  std::string out_;              // bytes waiting to be written
+  std::string wbuf_;             // bytes being written
+  std::deque<Pending> pending_;  // QoS 1 messages in arrival order
   std::uint64_t next_token_ = 0;
   std::chrono::milliseconds backoff_;
   std::chrono::steady_clock::time_point last_send_, last_recv_;

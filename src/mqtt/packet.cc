@@ -105,20 +105,40 @@ bool ReadProperties(Reader& r, F&& on) {
     Property prop;
     prop.id = static_cast<std::uint32_t>(p.VarInt());
     switch (prop.id) {
-      case 0x01: case 0x17: case 0x19: case 0x24: case 0x25: case 0x28: case 0x29: case 0x2A:
+      case 0x01:
+      case 0x17:
+      case 0x19:
+      case 0x24:
+      case 0x25:
+      case 0x28:
+      case 0x29:
+      case 0x2A:
         prop.number = p.U8();
         break;
-      case 0x13: case 0x21: case 0x22: case 0x23:
+      case 0x13:
+      case 0x21:
+      case 0x22:
+      case 0x23:
         prop.number = p.U16();
         break;
-      case 0x02: case 0x11: case 0x18: case 0x27:
+      case 0x02:
+      case 0x11:
+      case 0x18:
+      case 0x27:
         prop.number = p.U32();
         break;
       case 0x0B:
         prop.number = static_cast<std::uint32_t>(p.VarInt());
         break;
-      case 0x03: case 0x08: case 0x12: case 0x15: case 0x1A: case 0x1C: case 0x1F:
-      case 0x09: case 0x16:
+      case 0x03:
+      case 0x08:
+      case 0x12:
+      case 0x15:
+      case 0x1A:
+      case 0x1C:
+      case 0x1F:
+      case 0x09:
+      case 0x16:
         prop.text = p.String();
         break;
       case 0x26:  // user property: a string pair
@@ -134,9 +154,7 @@ bool ReadProperties(Reader& r, F&& on) {
   return true;
 }
 
-bool HasWildcard(std::string_view s) {
-  return s.find_first_of("+#") != std::string_view::npos;
-}
+bool HasWildcard(std::string_view s) { return s.find_first_of("+#") != std::string_view::npos; }
 
 }  // namespace
 
@@ -248,13 +266,26 @@ Result<Connack> DecodeConnack(std::uint8_t flags, std::string_view body) {
   if (!r.ok()) return Bad("CONNACK too short");
   bool ok = ReadProperties(r, [&c](const Property& p) {
     switch (p.id) {
-      case 0x21: c.receive_maximum = static_cast<std::uint16_t>(p.number); break;
-      case 0x13: c.server_keep_alive = static_cast<std::uint16_t>(p.number); break;
-      case 0x12: c.assigned_client_id = std::string(p.text); break;
-      case 0x1F: c.reason_string = std::string(p.text); break;
-      case 0x11: c.session_expiry_s = p.number; break;
-      case 0x24: c.maximum_qos = static_cast<std::uint8_t>(p.number); break;
-      default: break;
+      case 0x21:
+        c.receive_maximum = static_cast<std::uint16_t>(p.number);
+        break;
+      case 0x13:
+        c.server_keep_alive = static_cast<std::uint16_t>(p.number);
+        break;
+      case 0x12:
+        c.assigned_client_id = std::string(p.text);
+        break;
+      case 0x1F:
+        c.reason_string = std::string(p.text);
+        break;
+      case 0x11:
+        c.session_expiry_s = p.number;
+        break;
+      case 0x24:
+        c.maximum_qos = static_cast<std::uint8_t>(p.number);
+        break;
+      default:
+        break;
     }
   });
   // A refusal from an MQTT 3.1.1 broker is 4 bytes with no properties (it answers a version 5
@@ -316,9 +347,10 @@ Result<Disconnect> DecodeDisconnect(std::uint8_t flags, std::string_view body) {
   Reader r(body);
   d.reason = r.U8();
   if (r.empty()) return d;
-  if (!ReadProperties(r, [&d](const Property& p) {
-        if (p.id == 0x1F) d.reason_string = std::string(p.text);
-      }) ||
+  if (!ReadProperties(r,
+                      [&d](const Property& p) {
+                        if (p.id == 0x1F) d.reason_string = std::string(p.text);
+                      }) ||
       !r.empty()) {
     return Bad("DISCONNECT with malformed properties");
   }
@@ -328,33 +360,86 @@ Result<Disconnect> DecodeDisconnect(std::uint8_t flags, std::string_view body) {
 std::string ReasonName(std::uint8_t reason) {
   const char* name = nullptr;
   switch (reason) {
-    case 0x00: name = "success"; break;
-    case 0x01: name = "unacceptable protocol version (the broker does not speak MQTT 5)"; break;
-    case 0x02: name = "client identifier not valid"; break;
-    case 0x04: name = "bad user name or password"; break;
-    case 0x05: name = "not authorized"; break;
-    case 0x80: name = "unspecified error"; break;
-    case 0x81: name = "malformed packet"; break;
-    case 0x82: name = "protocol error"; break;
-    case 0x83: name = "implementation specific error"; break;
-    case 0x84: name = "unsupported protocol version (the broker does not speak MQTT 5)"; break;
-    case 0x85: name = "client identifier not valid"; break;
-    case 0x86: name = "bad user name or password"; break;
-    case 0x87: name = "not authorized"; break;
-    case 0x88: name = "server unavailable"; break;
-    case 0x89: name = "server busy"; break;
-    case 0x8A: name = "banned"; break;
-    case 0x8B: name = "server shutting down"; break;
-    case 0x8C: name = "bad authentication method"; break;
-    case 0x8D: name = "keep alive timeout"; break;
-    case 0x8E: name = "session taken over (another client connected with the same client id)"; break;
-    case 0x8F: name = "topic filter invalid"; break;
-    case 0x93: name = "receive maximum exceeded"; break;
-    case 0x95: name = "packet too large"; break;
-    case 0x97: name = "quota exceeded"; break;
-    case 0x9E: name = "shared subscriptions not supported"; break;
-    case 0xA2: name = "wildcard subscriptions not supported"; break;
-    default: break;
+    case 0x00:
+      name = "success";
+      break;
+    case 0x01:
+      name = "unacceptable protocol version (the broker does not speak MQTT 5)";
+      break;
+    case 0x02:
+      name = "client identifier not valid";
+      break;
+    case 0x04:
+      name = "bad user name or password";
+      break;
+    case 0x05:
+      name = "not authorized";
+      break;
+    case 0x80:
+      name = "unspecified error";
+      break;
+    case 0x81:
+      name = "malformed packet";
+      break;
+    case 0x82:
+      name = "protocol error";
+      break;
+    case 0x83:
+      name = "implementation specific error";
+      break;
+    case 0x84:
+      name = "unsupported protocol version (the broker does not speak MQTT 5)";
+      break;
+    case 0x85:
+      name = "client identifier not valid";
+      break;
+    case 0x86:
+      name = "bad user name or password";
+      break;
+    case 0x87:
+      name = "not authorized";
+      break;
+    case 0x88:
+      name = "server unavailable";
+      break;
+    case 0x89:
+      name = "server busy";
+      break;
+    case 0x8A:
+      name = "banned";
+      break;
+    case 0x8B:
+      name = "server shutting down";
+      break;
+    case 0x8C:
+      name = "bad authentication method";
+      break;
+    case 0x8D:
+      name = "keep alive timeout";
+      break;
+    case 0x8E:
+      name = "session taken over (another client connected with the same client id)";
+      break;
+    case 0x8F:
+      name = "topic filter invalid";
+      break;
+    case 0x93:
+      name = "receive maximum exceeded";
+      break;
+    case 0x95:
+      name = "packet too large";
+      break;
+    case 0x97:
+      name = "quota exceeded";
+      break;
+    case 0x9E:
+      name = "shared subscriptions not supported";
+      break;
+    case 0xA2:
+      name = "wildcard subscriptions not supported";
+      break;
+    default:
+      break;
   }
   return name ? fmt::format("0x{:02X} {}", reason, name) : fmt::format("0x{:02X}", reason);
 }
@@ -381,9 +466,11 @@ Status ValidateTopicFilter(std::string_view filter) {
   std::size_t start = 0;
   while (true) {
     const auto slash = rest.find('/', start);
-    const auto level = rest.substr(start, slash == std::string_view::npos ? rest.npos : slash - start);
+    const auto level =
+        rest.substr(start, slash == std::string_view::npos ? rest.npos : slash - start);
     if (level.find('#') != std::string_view::npos) {
-      if (level != "#" || slash != std::string_view::npos) return bad("# must be the whole last level");
+      if (level != "#" || slash != std::string_view::npos)
+        return bad("# must be the whole last level");
     }
     if (level.find('+') != std::string_view::npos && level != "+") {
       return bad("+ must be a whole level");

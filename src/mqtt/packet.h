@@ -53,9 +53,9 @@ inline constexpr std::size_t kMaxRemainingLength = 268'435'455;
 // FixedHeader is the first 2-5 bytes of every packet (§2.1.1).
 struct FixedHeader {
   PacketType type{};
-  std::uint8_t flags = 0;        // the low four bits of the first byte
-  std::size_t remaining = 0;     // Remaining Length: the bytes after the fixed header
-  std::size_t header_size = 0;   // 2..5
+  std::uint8_t flags = 0;       // the low four bits of the first byte
+  std::size_t remaining = 0;    // Remaining Length: the bytes after the fixed header
+  std::size_t header_size = 0;  // 2..5
 };
 
 enum class Framing { kOk, kNeedMore, kMalformed };
@@ -92,8 +92,8 @@ std::string EncodeDisconnect(std::uint8_t reason = 0);
 
 struct Connack {
   bool session_present = false;
-  std::uint8_t reason = 0;                    // 0 success, >= 0x80 refused (§3.2.2.2)
-  std::uint16_t receive_maximum = 65535;      // the server's window for our QoS 1 PUBLISHes
+  std::uint8_t reason = 0;                // 0 success, >= 0x80 refused (§3.2.2.2)
+  std::uint16_t receive_maximum = 65535;  // the server's window for our QoS 1 PUBLISHes
   std::optional<std::uint16_t> server_keep_alive;
   std::optional<std::string> assigned_client_id;
   std::string reason_string;

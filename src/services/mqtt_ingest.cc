@@ -41,7 +41,8 @@ int DeviceLevel(std::string_view filter) {
   std::size_t start = 0;
   while (true) {
     const auto slash = filter.find('/', start);
-    const auto part = filter.substr(start, slash == std::string_view::npos ? filter.npos : slash - start);
+    const auto part =
+        filter.substr(start, slash == std::string_view::npos ? filter.npos : slash - start);
     if (part == "+") return level;
     if (slash == std::string_view::npos) return -1;
     start = slash + 1;
@@ -99,13 +100,15 @@ DecodedMessage DecodeMqttPayload(std::string_view topic, std::string_view topic_
     }
     // The key orders it with the device's readings; a topic level too long for a device id
     // (which is then the reason) is cut.
-    out.messages.push_back(bus::Message{std::string(topic_device.substr(0, 255)),
-                                        codec::EncodeRejected(r)});
+    out.messages.push_back(
+        bus::Message{std::string(topic_device.substr(0, 255)), codec::EncodeRejected(r)});
   };
   auto add = [&](core::Reading& reading) -> std::optional<std::string> {
     if (!topic_device.empty() && reading.device_id != topic_device) {
-      return fmt::format("device_id: device_mismatch: the payload's device_id '{}' differs from "
-                         "the topic's '{}'", reading.device_id, topic_device);
+      return fmt::format(
+          "device_id: device_mismatch: the payload's device_id '{}' differs from "
+          "the topic's '{}'",
+          reading.device_id, topic_device);
     }
     bus::Message m;
     m.payload = codec::EncodeWire(reading);
@@ -123,8 +126,8 @@ DecodedMessage DecodeMqttPayload(std::string_view topic, std::string_view topic_
   limits.default_device_id.assign(topic_device);
   const auto first = payload.find_first_not_of(" \t\r\n");
   if (first != std::string_view::npos && payload[first] == '[') {
-    auto decoded = codec::DecodeBatch(payload, codec::BatchFormat::kJsonArray, limits, now,
-                                      options.max_items);
+    auto decoded =
+        codec::DecodeBatch(payload, codec::BatchFormat::kJsonArray, limits, now, options.max_items);
     if (auto* err = std::get_if<codec::BatchError>(&decoded)) {
       switch (err->kind) {
         case codec::BatchError::kTooManyItems:
@@ -195,10 +198,10 @@ struct MqttIngest::Group {
   std::vector<std::string> devices;  // the topic's device id of each input (may be empty)
   core::Timestamp received{};        // the default ts of readings without one, kept for retries
   std::size_t bytes = 0;
-  std::size_t readings = 0;          // of the last attempt
-  bool counted = false;              // metrics counted (at the first attempt)
-  bool retrying = false;             // the bus refused it; counted in retrying_
-  bool oversize = false;             // the bus can never take it: its inputs become dead letters
+  std::size_t readings = 0;  // of the last attempt
+  bool counted = false;      // metrics counted (at the first attempt)
+  bool retrying = false;     // the bus refused it; counted in retrying_
+  bool oversize = false;     // the bus can never take it: its inputs become dead letters
   std::chrono::milliseconds backoff{0};
 };
 
@@ -210,28 +213,28 @@ MqttIngest::MqttIngest(MqttIngestOptions options, mqtt::ClientOptions client,
       producer_(producer),
       clock_(clock),
       limits_(options_.limits),
-      connected_(registry.AddGauge("mqtt_connected",
-                                   "1 while subscribed to the MQTT broker, else 0")),
+      connected_(
+          registry.AddGauge("mqtt_connected", "1 while subscribed to the MQTT broker, else 0")),
       messages_(registry.AddCounterFamily(
           "mqtt_messages_total",
           "MQTT messages received, by result: accepted, partial (an array with invalid items), "
           "or why it was dead-lettered",
           {"result"})),
       accepted_messages_(messages_.With({"accepted"})),
-      readings_accepted_(registry.AddCounter(
-          "mqtt_readings_accepted_total",
-          "Readings from MQTT made durable on the bus (then acknowledged)")),
-      readings_rejected_(registry.AddCounter(
-          "mqtt_readings_rejected_total", "Readings (or payloads) from MQTT dead-lettered")),
+      readings_accepted_(
+          registry.AddCounter("mqtt_readings_accepted_total",
+                              "Readings from MQTT made durable on the bus (then acknowledged)")),
+      readings_rejected_(registry.AddCounter("mqtt_readings_rejected_total",
+                                             "Readings (or payloads) from MQTT dead-lettered")),
       bus_retries_(registry.AddCounter(
           "mqtt_bus_retries_total",
           "Times a group of MQTT messages was produced again after the bus refused it")) {
-  registry.AddCallbackGauge("mqtt_inflight_messages",
-                            "QoS 1 messages received from the broker and not yet acknowledged",
-                            [stats = stats_] { return static_cast<double>(stats->in_flight.load()); });
-  registry.AddCallbackCounter("mqtt_reconnects_total",
-                              "Reconnects to the MQTT broker after a failed or lost connection",
-                              [stats = stats_] { return static_cast<double>(stats->reconnects.load()); });
+  registry.AddCallbackGauge(
+      "mqtt_inflight_messages", "QoS 1 messages received from the broker and not yet acknowledged",
+      [stats = stats_] { return static_cast<double>(stats->in_flight.load()); });
+  registry.AddCallbackCounter(
+      "mqtt_reconnects_total", "Reconnects to the MQTT broker after a failed or lost connection",
+      [stats = stats_] { return static_cast<double>(stats->reconnects.load()); });
   for (const auto& f : client_options_.topics) {
     filters_.emplace_back(std::string(StripShare(f)), DeviceLevel(f));
   }
@@ -315,7 +318,8 @@ void MqttIngest::Produce(std::shared_ptr<Group> group) {
       d.result = "too_large";
       codec::RejectedInput r{in.topic, "mqtt: too_large: the bus cannot take its readings",
                              in.payload.substr(0, options_.max_dead_letter_payload)};
-      d.messages.push_back(bus::Message{group->devices[i].substr(0, 255), codec::EncodeRejected(r)});
+      d.messages.push_back(
+          bus::Message{group->devices[i].substr(0, 255), codec::EncodeRejected(r)});
       d.rejected_items = 1;
     } else {
       d = DecodeMqttPayload(in.topic, group->devices[i], in.payload, options_, limits_,
@@ -373,12 +377,13 @@ void MqttIngest::Produced(std::shared_ptr<Group> group, Status s) {
   if (!group->retrying) {
     group->retrying = true;
     if (retrying_++ == 0) client_->Pause();
-    spdlog::warn("mqtt: the bus refused {} messages, retrying (not reading the broker "
-                 "meanwhile): {}", group->inputs.size(), s.error().message);
+    spdlog::warn(
+        "mqtt: the bus refused {} messages, retrying (not reading the broker "
+        "meanwhile): {}",
+        group->inputs.size(), s.error().message);
   }
-  group->backoff = group->backoff.count() == 0
-                       ? options_.min_retry
-                       : std::min(group->backoff * 2, options_.max_retry);
+  group->backoff = group->backoff.count() == 0 ? options_.min_retry
+                                               : std::min(group->backoff * 2, options_.max_retry);
   auto timer = std::make_shared<asio::steady_timer>(*io_, group->backoff);
   timer->async_wait([this, timer, group](const boost::system::error_code& ec) {
     if (!ec) Produce(group);

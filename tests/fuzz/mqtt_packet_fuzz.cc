@@ -15,9 +15,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (ParseFixedHeader(rest, 1 << 20, h) != Framing::kOk) break;
     const std::string_view body = rest.substr(h.header_size, h.remaining);
     switch (h.type) {
-      case PacketType::kConnack: (void)DecodeConnack(h.flags, body); break;
-      case PacketType::kSuback: (void)DecodeSuback(h.flags, body); break;
-      case PacketType::kDisconnect: (void)DecodeDisconnect(h.flags, body); break;
+      case PacketType::kConnack:
+        (void)DecodeConnack(h.flags, body);
+        break;
+      case PacketType::kSuback:
+        (void)DecodeSuback(h.flags, body);
+        break;
+      case PacketType::kDisconnect:
+        (void)DecodeDisconnect(h.flags, body);
+        break;
       case PacketType::kPublish: {
         auto p = DecodePublish(h.flags, body);
         if (p.ok()) {
@@ -30,7 +36,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         }
         break;
       }
-      default: break;
+      default:
+        break;
     }
     rest.remove_prefix(h.header_size + h.remaining);
   }

@@ -114,7 +114,8 @@ Mosquitto::~Mosquitto() {
 Status Mosquitto::Publish(const std::string& topic, const std::string& payload, int qos) const {
   const int code = Run({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(port_), "-q",
                         std::to_string(qos), "-t", topic, "-m", payload});
-  if (code != 0) return MakeError(Errc::kUnavailable, "mosquitto_pub exited " + std::to_string(code));
+  if (code != 0)
+    return MakeError(Errc::kUnavailable, "mosquitto_pub exited " + std::to_string(code));
   return Status::Ok();
 }
 

@@ -14,9 +14,9 @@ std::string Bytes(std::initializer_list<int> b) {
 }
 
 TEST(MqttFraming, RemainingLengthRoundTripsAtTheBoundsOfEachSize) {
-  for (std::size_t v : {std::size_t{0}, std::size_t{127}, std::size_t{128}, std::size_t{16383},
-                        std::size_t{16384}, std::size_t{2097151}, std::size_t{2097152},
-                        kMaxRemainingLength}) {
+  for (std::size_t v :
+       {std::size_t{0}, std::size_t{127}, std::size_t{128}, std::size_t{16383}, std::size_t{16384},
+        std::size_t{2097151}, std::size_t{2097152}, kMaxRemainingLength}) {
     std::string packet(1, static_cast<char>(0x30));
     AppendVarInt(packet, v);
     FixedHeader h;
@@ -82,8 +82,8 @@ TEST(MqttEncode, SubscribePubackPingDisconnect) {
 TEST(MqttDecode, ConnackWithPropertiesOfEveryType) {
   // session present, success; properties: receive maximum (2 bytes), assigned client id
   // (string), a user property (string pair), maximum QoS (byte), maximum packet size (4 bytes).
-  std::string props = Bytes({0x21, 0, 10, 0x12, 0, 2, 'i', 'd', 0x26, 0, 1, 'k', 0, 1, 'v',
-                             0x24, 1, 0x27, 0, 0, 0x10, 0});
+  std::string props = Bytes({0x21, 0, 10, 0x12, 0,    2, 'i',  'd', 0x26, 0,    1,
+                             'k',  0, 1,  'v',  0x24, 1, 0x27, 0,   0,    0x10, 0});
   std::string body = Bytes({1, 0}) + static_cast<char>(props.size()) + props;
   auto c = DecodeConnack(0, body);
   ASSERT_TRUE(c.ok()) << c.error().message;
@@ -97,11 +97,11 @@ TEST(MqttDecode, ConnackWithPropertiesOfEveryType) {
 TEST(MqttDecode, MalformedConnacksAreErrors) {
   EXPECT_FALSE(DecodeConnack(0, Bytes({0})).ok());
   EXPECT_FALSE(DecodeConnack(1, Bytes({0, 0, 0})).ok());
-  EXPECT_FALSE(DecodeConnack(0, Bytes({2, 0, 0})).ok());           // reserved ack flag
-  EXPECT_FALSE(DecodeConnack(0, Bytes({0, 0, 5, 0x21, 0})).ok());  // properties overrun
-  EXPECT_FALSE(DecodeConnack(0, Bytes({0, 0, 2, 0x7f, 0})).ok());  // unknown property
+  EXPECT_FALSE(DecodeConnack(0, Bytes({2, 0, 0})).ok());              // reserved ack flag
+  EXPECT_FALSE(DecodeConnack(0, Bytes({0, 0, 5, 0x21, 0})).ok());     // properties overrun
+  EXPECT_FALSE(DecodeConnack(0, Bytes({0, 0, 2, 0x7f, 0})).ok());     // unknown property
   EXPECT_FALSE(DecodeConnack(0, Bytes({0, 0, 3, 0x21, 0, 0})).ok());  // receive maximum 0
-  EXPECT_FALSE(DecodeConnack(0, Bytes({0, 0, 0, 9})).ok());        // trailing byte
+  EXPECT_FALSE(DecodeConnack(0, Bytes({0, 0, 0, 9})).ok());           // trailing byte
 }
 
 TEST(MqttDecode, PublishQos1WithPropertiesAndPayload) {
@@ -117,14 +117,14 @@ TEST(MqttDecode, PublishQos1WithPropertiesAndPayload) {
 }
 
 TEST(MqttDecode, MalformedPublishesAreErrors) {
-  EXPECT_FALSE(DecodePublish(0x06, Bytes({0, 1, 'a', 0, 1, 0})).ok());     // QoS 3
-  EXPECT_FALSE(DecodePublish(0x02, Bytes({0, 1, 'a', 0, 0, 0})).ok());     // packet id 0
-  EXPECT_FALSE(DecodePublish(0x08, Bytes({0, 1, 'a', 0})).ok());           // DUP on QoS 0
-  EXPECT_FALSE(DecodePublish(0x00, Bytes({0, 5, 'a'})).ok());              // topic overrun
-  EXPECT_FALSE(DecodePublish(0x00, Bytes({0, 0, 0})).ok());                // empty topic
-  EXPECT_FALSE(DecodePublish(0x00, Bytes({0, 1, '+', 0})).ok());           // wildcard
+  EXPECT_FALSE(DecodePublish(0x06, Bytes({0, 1, 'a', 0, 1, 0})).ok());        // QoS 3
+  EXPECT_FALSE(DecodePublish(0x02, Bytes({0, 1, 'a', 0, 0, 0})).ok());        // packet id 0
+  EXPECT_FALSE(DecodePublish(0x08, Bytes({0, 1, 'a', 0})).ok());              // DUP on QoS 0
+  EXPECT_FALSE(DecodePublish(0x00, Bytes({0, 5, 'a'})).ok());                 // topic overrun
+  EXPECT_FALSE(DecodePublish(0x00, Bytes({0, 0, 0})).ok());                   // empty topic
+  EXPECT_FALSE(DecodePublish(0x00, Bytes({0, 1, '+', 0})).ok());              // wildcard
   EXPECT_FALSE(DecodePublish(0x00, Bytes({0, 1, 'a', 3, 0x23, 0, 1})).ok());  // topic alias
-  EXPECT_FALSE(DecodePublish(0x00, Bytes({0, 1, 'a', 9, 0x01})).ok());     // props overrun
+  EXPECT_FALSE(DecodePublish(0x00, Bytes({0, 1, 'a', 9, 0x01})).ok());        // props overrun
   EXPECT_FALSE(DecodePublish(0x00, Bytes({0, 1, 'a', 0x80, 0x80, 0x80, 0x80, 0x01})).ok());
 }
 
@@ -145,8 +145,8 @@ TEST(MqttTopicFilter, Validation) {
   for (const char* ok : {"devices/+/telemetry", "#", "a/#", "+", "$share/g/devices/+/x", "a//b"}) {
     EXPECT_TRUE(ValidateTopicFilter(ok).ok()) << ok;
   }
-  for (const char* bad : {"", "a/#/b", "a#", "a/b+", "$share/g", "$share//a", "$share/g+/a",
-                          "$share/g/"}) {
+  for (const char* bad :
+       {"", "a/#/b", "a#", "a/b+", "$share/g", "$share//a", "$share/g+/a", "$share/g/"}) {
     EXPECT_FALSE(ValidateTopicFilter(bad).ok()) << bad;
   }
 }

@@ -93,9 +93,9 @@ TEST_F(MqttDecode, MalformedTooLargeAndTooManyAreDeadLettered) {
   EXPECT_EQ(Decode("d1", "[1, 2").result, "malformed_json");
   EXPECT_EQ(Decode("d1", "[]").result, "empty_batch");
   options_.max_items = 1;
-  EXPECT_EQ(Decode("d1", R"([{"temperature_c":1,"humidity":2},{"temperature_c":1,"humidity":2}])")
-                .result,
-            "too_many_items");
+  EXPECT_EQ(
+      Decode("d1", R"([{"temperature_c":1,"humidity":2},{"temperature_c":1,"humidity":2}])").result,
+      "too_many_items");
   options_.max_payload_bytes = 10;
   options_.max_dead_letter_payload = 4;
   auto d = Decode("d1", R"({"temperature_c": 1, "humidity": 2})");
