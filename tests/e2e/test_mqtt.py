@@ -9,6 +9,7 @@ start with a clear error. Every wait has a deadline.
 """
 import datetime
 import json
+import re
 import subprocess
 import threading
 
@@ -75,6 +76,11 @@ def test_readings_from_mosquitto_pub_and_the_loadgen_appear_in_the_dashboard(tmp
         assert m["mqtt_connected"] == 1
         code, out = promtool_check(request("GET", server.ingest("/metrics")).body)
         assert code == 0, out
+        # SIGTERM: a graceful stop ends with an MQTT DISCONNECT (the broker logs it as such,
+        # not as a connection that was merely closed).
+        assert server.stop() == 0
+        assert eventually(lambda: re.search(r"Client iotd-ingest-\S+ disconnected\.", broker.tail()),
+                          timeout=10), broker.tail()
     finally:
         server.stop()
 
