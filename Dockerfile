@@ -16,7 +16,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential cmake ninja-build pkg-config \
       libboost-dev libsimdjson-dev libsqlite3-dev libspdlog-dev libfmt-dev libcli11-dev \
-      libyaml-cpp-dev libmongoc-dev libbson-dev librdkafka-dev libssl-dev \
+      libyaml-cpp-dev libmongoc-dev libbson-dev librdkafka-dev \
+      libmosquitto-dev libssl-dev \
       nodejs npm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -34,7 +35,7 @@ RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 FROM debian:${DEBIAN_RELEASE}-slim
 # Exactly the packages of the shared libraries iotd loads, directly or through libmongoc and
 # librdkafka (checked against `ldd` by tests/deploy/test_image.py), and CA certificates for
-# TLS to Kafka and MongoDB.
+# TLS to Kafka, MongoDB and the MQTT broker.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       ca-certificates \
@@ -45,6 +46,7 @@ RUN apt-get update \
       liblz4-1 \
       libmongoc-1.0-0 \
       libmongocrypt0 \
+      libmosquitto1 \
       librdkafka1 \
       libsasl2-2 \
       libsimdjson14 \

@@ -39,7 +39,7 @@ asan: deps
 
 fuzz: deps
 	@[ -f build/fuzz/build.ninja ] || cmake --preset fuzz >/dev/null
-	cmake --build build/fuzz -j $(JOBS) --target reading_fuzz
+	cmake --build build/fuzz -j $(JOBS) --target reading_fuzz mqtt_packet_fuzz
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 fuzz-long:

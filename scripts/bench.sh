@@ -35,3 +35,5 @@ run system python3 bench/system_bench.py --iotd "$BUILD/src/app/iotd" \
 # Distributed mode: one local Kafka broker, iotd ingest / iotd all on it (about 6 minutes).
 run kafka env KAFKA_LIBS="$(scripts/kafka.sh build)" python3 bench/kafka_bench.py \
   --iotd "$BUILD/src/app/iotd" --runs "${BENCH_RUNS:-3}"
+# MQTT ingestion (docs/mqtt.md): QoS 1 through a local Mosquitto into one iotd all.
+run mqtt python3 bench/mqtt_bench.py --iotd "$BUILD/src/app/iotd" --runs "${BENCH_RUNS:-3}"

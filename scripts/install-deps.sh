@@ -12,8 +12,9 @@ packages=(
   # product libraries (Debian's packages only)
   libboost-dev libsimdjson-dev libsqlite3-dev libspdlog-dev libfmt-dev libcli11-dev
   libyaml-cpp-dev libmongoc-dev libbson-dev librdkafka-dev
-  # TLS on the HTTP listeners (OpenSSL)
-  libssl-dev
+  # TLS on the HTTP listeners and the MQTT subscriber (OpenSSL); MQTT: the loadgen's publisher
+  # (docs/mqtt.md)
+  libssl-dev libmosquitto-dev
   # front-end assets embedded at build time (web/package-lock.json, npm registry); left out
   # below when an npm is already on PATH (e.g. NodeSource's nodejs, which bundles its own)
   nodejs npm
@@ -38,6 +39,8 @@ packages=(
   # tests of the web UI (tests/e2e/test_ui.py): headless Chromium, driven by playwright-core
   # (tests/ui/package-lock.json), and a font for its screenshots
   chromium fonts-liberation
+  # tests of MQTT ingestion (docs/mqtt.md): the Mosquitto broker and its command-line clients
+  mosquitto mosquitto-clients
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(wrk nginx-light)

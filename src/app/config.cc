@@ -1,6 +1,10 @@
 #include "app/config.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cstdio>
+
+#include <unistd.h>
 #include <string_view>
 
 #include <CLI/CLI.hpp>
@@ -10,6 +14,7 @@
 #include "core/time.h"
 #include "core/window.h"
 #include "services/client_limit.h"
+#include "mqtt/packet.h"
 
 namespace iot::app {
 namespace {
@@ -266,6 +271,54 @@ void AddDashboard(CLI::App* app, Config& c, bool alone) {
       "The web UI marks a device stale when silent for longer than this");
 }
 
+// AddMqtt: MQTT ingestion (docs/mqtt.md), roles ingest and all.
+void AddMqtt(CLI::App* app, Config& c) {
+  auto& m = c.mqtt;
+  Opt(app, "--mqtt-url", "MQTT_URL", m.url,
+      "MQTT broker to take readings from: mqtt://[user:pass@]host[:port] or mqtts:// (TLS); "
+      "empty: MQTT off");
+  Opt(app, "--mqtt-topics", "MQTT_TOPICS", m.topics,
+      "Comma-separated topic filters; the level at the first + is the device id; "
+      "$share/<group>/<filter> splits one stream between replicas");
+  Opt(app, "--mqtt-client-id", "MQTT_CLIENT_ID", m.client_id,
+      "MQTT client id, the key of the persistent session (empty: iotd-ingest-<hostname>)");
+  Opt(app, "--mqtt-session-expiry", "MQTT_SESSION_EXPIRY", m.session_expiry,
+      "How long the broker keeps our session (and queues QoS 1 messages) while we are away; "
+      "0: no persistent session");
+  Opt(app, "--mqtt-receive-maximum", "MQTT_RECEIVE_MAXIMUM", m.receive_maximum,
+      "Most QoS 1 messages the broker sends us before our acknowledgements")
+      ->check(CLI::Range(1, 65535));
+  Opt(app, "--mqtt-keepalive", "MQTT_KEEPALIVE", m.keepalive,
+      "MQTT keep alive: a silent connection is given up after 1.5 times this");
+  Opt(app, "--mqtt-min-backoff", "MQTT_MIN_BACKOFF", m.min_backoff,
+      "First delay before reconnecting to the broker (doubled per failure, with jitter)");
+  Opt(app, "--mqtt-max-backoff", "MQTT_MAX_BACKOFF", m.max_backoff,
+      "Longest delay between reconnects");
+  Opt(app, "--mqtt-ca-file", "MQTT_CA_FILE", m.ca_file,
+      "PEM CA certificates to verify the broker (mqtts://; empty: the system's)");
+  Opt(app, "--mqtt-cert-file", "MQTT_CERT_FILE", m.cert_file,
+      "PEM client certificate for the broker (mqtts://, with MQTT_KEY_FILE)");
+  Opt(app, "--mqtt-key-file", "MQTT_KEY_FILE", m.key_file, "PEM private key of MQTT_CERT_FILE");
+}
+
+// PercentDecode decodes %XX in the user info of a URL; nullopt when malformed.
+std::optional<std::string> PercentDecode(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
+        !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      return std::nullopt;
+    }
+    out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+    i += 2;
+  }
+  return out;
+}
+
 void AddCommon(CLI::App* app, Config& c) {
   Opt(app, "--log-level", "LOG_LEVEL", c.log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -322,6 +375,7 @@ void BuildCli(CLI::App& app, Config& c) {
   AddAlerts(all, c);
   AddNotify(all, c);
   AddDashboard(all, c, false);
+  AddMqtt(all, c);
   AddCommon(all, c);
 
   auto* ingest = app.add_subcommand("ingest", "Ingestion API: validates readings onto the bus");
@@ -330,6 +384,7 @@ void BuildCli(CLI::App& app, Config& c) {
   AddBackends(ingest, c, true, false);
   AddIngest(ingest, c);
   AddRateLimits(ingest, c);
+  AddMqtt(ingest, c);
   AddCommon(ingest, c);
 
   auto* agg = app.add_subcommand("aggregator", "Aggregator worker: raw readings and windows");
@@ -412,6 +467,13 @@ void BuildCli(CLI::App& app, Config& c) {
       ->check(CLI::Range(0.0, 1.0));
   lg->add_option("--seed", l.seed, "Random seed (0: random)");
   lg->add_option("--timeout", l.timeout, "Limit of each connect and request (e.g. 10s)");
+  lg->add_option("--mqtt-url", l.mqtt_url,
+                 "Publish to this MQTT broker (mqtt://host:port, QoS 1, topic "
+                 "devices/<id>/telemetry) instead of POSTing to --base-url");
+  lg->add_option("--count", l.count, "MQTT: stop after this many messages (0: no limit)");
+  lg->add_option("--max-inflight", l.max_inflight,
+                 "MQTT: QoS 1 messages per connection awaiting the broker's PUBACK")
+      ->check(CLI::Range(1, 1000000));
   AddCommon(lg, c);
 }
 
@@ -493,6 +555,9 @@ Status Validate(const Config& c) {
                      std::string("STORE=sqlite is a file of one process: run `iotd all` (it can "
                                  "use BUS=kafka too), or set STORE=mongodb to run `iotd ") +
                          RoleName(c.role) + "` on its own");
+  }
+  if ((c.role == Role::kAll || c.role == Role::kIngest) && !c.mqtt.url.empty()) {
+    if (auto m = MqttClientFrom(c); !m) return m.status();
   }
   if (c.bus == "kafka") {
     const std::pair<const char*, const std::string*> durations[] = {
@@ -630,6 +695,133 @@ Result<services::NotifierOptions> NotifierOptionsFrom(const Config& c) {
 store::Retention RetentionFrom(const Config& c) {
   auto r = ParseRetention(c);
   return r ? std::move(*r) : store::Retention{};
+}
+
+Result<mqtt::ClientOptions> MqttClientFrom(const Config& c) {
+  const auto& m = c.mqtt;
+  auto bad = [](std::string message) { return MakeError(Errc::kInvalidArgument, std::move(message)); };
+  mqtt::ClientOptions o;
+  std::string_view url = m.url;
+  if (url.starts_with("mqtt://")) {
+    url.remove_prefix(7);
+  } else if (url.starts_with("mqtts://")) {
+    url.remove_prefix(8);
+    o.tls = true;
+  } else {
+    return bad("MQTT_URL: expected mqtt://host[:port] or mqtts://host[:port], got '" + m.url + "'");
+  }
+  if (const auto slash = url.find('/'); slash != std::string_view::npos) {
+    if (url.substr(slash) != "/") {
+      return bad("MQTT_URL: a broker URL has no path ('" + m.url + "'); topics go in MQTT_TOPICS");
+    }
+    url = url.substr(0, slash);
+  }
+  if (const auto at = url.rfind('@'); at != std::string_view::npos) {
+    const auto info = url.substr(0, at);
+    const auto colon = info.find(':');
+    auto user = PercentDecode(info.substr(0, colon));
+    if (!user) return bad("MQTT_URL: bad %-escape in the user name");
+    o.username = *user;
+    if (colon != std::string_view::npos) {
+      auto pass = PercentDecode(info.substr(colon + 1));
+      if (!pass) return bad("MQTT_URL: bad %-escape in the password");
+      o.password = *pass;
+    }
+    url.remove_prefix(at + 1);
+  }
+  std::string_view host = url;
+  std::uint16_t port = o.tls ? 8883 : 1883;
+  if (host.starts_with("[")) {  // [IPv6]:port
+    const auto close = host.find(']');
+    if (close == std::string_view::npos) return bad("MQTT_URL: unclosed [ in '" + m.url + "'");
+    std::string_view rest = host.substr(close + 1);
+    host = host.substr(1, close - 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return bad("MQTT_URL: expected :port after ] in '" + m.url + "'");
+      url = rest;
+      url.remove_prefix(1);
+    } else {
+      url = {};
+    }
+  } else if (const auto colon = host.rfind(':'); colon != std::string_view::npos) {
+    url = host.substr(colon + 1);
+    host = host.substr(0, colon);
+  } else {
+    url = {};
+  }
+  if (!url.empty()) {
+    int p = 0;
+    for (char ch : url) {
+      if (ch < '0' || ch > '9' || (p = p * 10 + (ch - '0')) > 65535) {
+        return bad("MQTT_URL: not a port: '" + std::string(url) + "'");
+      }
+    }
+    if (p == 0) return bad("MQTT_URL: port 0");
+    port = static_cast<std::uint16_t>(p);
+  }
+  if (host.empty()) return bad("MQTT_URL: no host in '" + m.url + "'");
+  o.host = host;
+  o.port = port;
+
+  std::string_view rest = m.topics;
+  while (true) {
+    const std::size_t comma = rest.find(',');
+    const std::string_view item = Trim(rest.substr(0, comma));
+    if (!item.empty()) {
+      if (Status s = mqtt::ValidateTopicFilter(item); !s) return bad("MQTT_TOPICS: " + s.error().message);
+      o.topics.emplace_back(item);
+    }
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  if (o.topics.empty()) return bad("MQTT_TOPICS: no topic filter (e.g. devices/+/telemetry)");
+
+  o.client_id = m.client_id;
+  if (o.client_id.empty()) {
+    char host_name[256] = {};
+    if (gethostname(host_name, sizeof host_name - 1) != 0) std::snprintf(host_name, sizeof host_name, "unknown");
+    o.client_id = std::string("iotd-ingest-") + host_name;
+  }
+  if (o.client_id.size() > 65535) return bad("MQTT_CLIENT_ID: longer than 65535 bytes");
+
+  auto seconds = [&](const char* name, const std::string& text, std::int64_t max,
+                     bool zero_ok) -> Result<std::int64_t> {
+    auto d = text == "0" ? std::optional<core::Micros>(core::Micros(0)) : core::ParseDuration(text);
+    if (!d || d->count() < 0 || (!zero_ok && d->count() == 0)) {
+      return bad(std::string(name) + ": not a duration: '" + text + "' (e.g. 1h)");
+    }
+    const auto s = std::chrono::duration_cast<std::chrono::seconds>(*d).count();
+    if (s > max) return bad(std::string(name) + ": at most " + std::to_string(max) + " seconds");
+    return s;
+  };
+  auto expiry = seconds("MQTT_SESSION_EXPIRY", m.session_expiry, 0xFFFFFFFFll, true);
+  if (!expiry) return expiry.error();
+  o.session_expiry_s = static_cast<std::uint32_t>(*expiry);
+  auto keepalive = seconds("MQTT_KEEPALIVE", m.keepalive, 65535, true);
+  if (!keepalive) return keepalive.error();
+  o.keep_alive_s = static_cast<std::uint16_t>(*keepalive);
+  if (m.receive_maximum < 1 || m.receive_maximum > 65535) {
+    return bad("MQTT_RECEIVE_MAXIMUM: must be 1..65535");
+  }
+  o.receive_maximum = static_cast<std::uint16_t>(m.receive_maximum);
+  auto min_b = core::ParseDuration(m.min_backoff);
+  auto max_b = core::ParseDuration(m.max_backoff);
+  if (!min_b || min_b->count() <= 0) return bad("MQTT_MIN_BACKOFF: not a positive duration: '" + m.min_backoff + "'");
+  if (!max_b || *max_b < *min_b) return bad("MQTT_MAX_BACKOFF: not a duration at least MQTT_MIN_BACKOFF: '" + m.max_backoff + "'");
+  o.min_backoff = std::chrono::duration_cast<std::chrono::milliseconds>(*min_b);
+  o.max_backoff = std::chrono::duration_cast<std::chrono::milliseconds>(*max_b);
+  o.max_packet_bytes = c.max_batch_bytes + 64 * 1024;
+
+  if (!o.tls && (!m.ca_file.empty() || !m.cert_file.empty() || !m.key_file.empty())) {
+    return bad("MQTT_CA_FILE, MQTT_CERT_FILE and MQTT_KEY_FILE need a TLS broker URL (mqtts://)");
+  }
+  if (m.cert_file.empty() != m.key_file.empty()) {
+    return bad("MQTT_CERT_FILE and MQTT_KEY_FILE go together");
+  }
+  o.ca_file = m.ca_file;
+  o.cert_file = m.cert_file;
+  o.key_file = m.key_file;
+  return o;
 }
 
 }  // namespace iot::app

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/result.h"
+#include "mqtt/client.h"
 #include "services/notifier.h"
 #include "store/store.h"
 
@@ -114,6 +115,21 @@ struct Config {
   std::size_t batch_max_items = 10000;
   std::size_t bus_max_pending = 1000000;
 
+  // MQTT ingestion (docs/mqtt.md), roles ingest and all. Empty MQTT_URL: off.
+  struct Mqtt {
+    std::string url;                           // MQTT_URL: mqtt://[user:pass@]host[:port], mqtts://
+    std::string topics = "devices/+/telemetry";  // MQTT_TOPICS: comma-separated filters
+    std::string client_id;                     // MQTT_CLIENT_ID; empty: iotd-ingest-<hostname>
+    std::string session_expiry = "1h";         // MQTT_SESSION_EXPIRY; 0: no persistent session
+    int receive_maximum = 5000;                // MQTT_RECEIVE_MAXIMUM: unacknowledged QoS 1 window
+    std::string keepalive = "30s";             // MQTT_KEEPALIVE
+    std::string min_backoff = "100ms";         // MQTT_MIN_BACKOFF: first reconnect delay
+    std::string max_backoff = "10s";           // MQTT_MAX_BACKOFF
+    std::string ca_file;                       // MQTT_CA_FILE (mqtts://)
+    std::string cert_file;                     // MQTT_CERT_FILE: client certificate (mqtts://)
+    std::string key_file;                      // MQTT_KEY_FILE
+  } mqtt;
+
   std::string log_level = "info";
   std::string shutdown_timeout = "10s";
 
@@ -130,6 +146,10 @@ struct Config {
     double hot_fraction = 0.0;
     std::uint64_t seed = 0;
     std::string timeout = "10s";
+    // MQTT (docs/mqtt.md): publish to a broker with libmosquitto instead of POSTing.
+    std::string mqtt_url;       // --mqtt-url mqtt://host:port; empty: HTTP
+    std::uint64_t count = 0;    // --count: stop after this many messages (MQTT; 0: no limit)
+    int max_inflight = 10000;   // --max-inflight: QoS 1 messages per connection without PUBACK
   } loadgen;
 
   // iotd dlq replay.
@@ -165,6 +185,10 @@ Result<services::NotifierOptions> NotifierOptionsFrom(const Config& config);
 std::optional<std::chrono::milliseconds> ParseKafkaDuration(const std::string& text);
 
 const char* RoleName(Role role);
+
+// MqttClientFrom builds the MQTT subscriber's options from MQTT_* (docs/mqtt.md); the error
+// names the option. For a config with MQTT_URL set.
+Result<mqtt::ClientOptions> MqttClientFrom(const Config& config);
 
 // HealthUrls is what `iotd health` probes: its URLs, or /health on 127.0.0.1 at every role's
 // port (INGEST_PORT, DASHBOARD_PORT, AGGREGATOR_PORT, ALERTS_PORT).

@@ -32,6 +32,7 @@
 #include "core/window.h"
 #include "http/server.h"
 #include "loadgen/load_generator.h"
+#include "loadgen/mqtt_publisher.h"
 #include "metrics/metrics.h"
 #include "services/aggregator.h"
 #include "services/alerter.h"
@@ -41,6 +42,7 @@
 #include "services/client_limit.h"
 #include "services/dead_letter.h"
 #include "services/ingest_service.h"
+#include "services/mqtt_ingest.h"
 #include "services/openapi/api_docs.h"
 #include "services/ops_routes.h"
 #include "store/mongo_store.h"
@@ -537,6 +539,20 @@ int RunServer(const Config& c) {
                                   clock));
     if (Status s = ingest_listener->Start(); !s) return Fail("cannot listen (ingest)", s);
   }
+  // MQTT ingestion (docs/mqtt.md): roles ingest and all, when MQTT_URL is set.
+  std::unique_ptr<services::MqttIngest> mqtt_ingest;
+  if (runs_ingest && !c.mqtt.url.empty()) {
+    auto client = MqttClientFrom(c);
+    if (!client) return Fail("invalid MQTT options", client.status());
+    services::MqttIngestOptions mo;
+    mo.limits = LimitsFrom(c);
+    mo.max_payload_bytes = c.max_batch_bytes;
+    mo.max_items = c.batch_max_items;
+    mqtt_ingest = std::make_unique<services::MqttIngest>(mo, std::move(*client), *producer,
+                                                         registry, clock);
+    if (Status s = mqtt_ingest->Start(); !s) return Fail("cannot start MQTT ingestion", s);
+    spdlog::info("mqtt: ingestion on, topics {}", c.mqtt.topics);
+  }
   if (runs_dashboard) {
     dashboard = std::make_unique<services::DashboardService>(*store, clock);
     auto readings = LiveReadings(c, bus.get());
@@ -578,6 +594,8 @@ int RunServer(const Config& c) {
   // Graceful shutdown: stop accepting, answer what is in flight, make it durable, then stop the
   // workers (they resume from their checkpoints at the next start).
   auto start = std::chrono::steady_clock::now();
+  // MQTT: stop reading, let what is in flight become durable and be acknowledged, disconnect.
+  if (mqtt_ingest) mqtt_ingest->Stop(shutdown_timeout * 4 / 10);
   if (ingest_listener) ingest_listener->Stop();
   if (dashboard_listener) dashboard_listener->Stop();
   if (worker_listener) worker_listener->Stop();
@@ -716,7 +734,41 @@ int RunDlqReplay(const Config& c) {
   return 0;
 }
 
+namespace {
+
+std::atomic<bool> mqtt_load_stop{false};
+
+// RunMqttLoadgen: `iotd loadgen --mqtt-url` (loadgen/mqtt_publisher.h).
+int RunMqttLoadgen(const Config& c) {
+  loadgen::MqttLoadOptions o;
+  o.url = c.loadgen.mqtt_url;
+  o.devices = c.loadgen.devices;
+  o.rps = c.loadgen.rps;
+  o.unthrottled = c.loadgen.unthrottled || c.loadgen.rps == 0;
+  if (!c.loadgen.duration.empty()) o.duration = Millis(c.loadgen.duration);
+  o.count = c.loadgen.count;
+  o.batch = c.loadgen.batch;
+  o.connections = c.loadgen.connections;
+  o.max_inflight = c.loadgen.max_inflight;
+  o.seed = c.loadgen.seed;
+  o.hot_fraction = c.loadgen.hot_fraction;
+  if (Status s = loadgen::ValidateMqttLoad(o); !s) {
+    std::cerr << "iotd loadgen: " << s.error().message << "\n";
+    return 2;
+  }
+  std::signal(SIGINT, [](int) { mqtt_load_stop.store(true); });
+  std::signal(SIGTERM, [](int) { mqtt_load_stop.store(true); });
+  auto summary = loadgen::RunMqttLoad(o, std::cerr, mqtt_load_stop);
+  loadgen::PrintSummary(std::cout, summary);
+  loadgen::LoadgenOptions lo;
+  lo.max_error_rate = c.loadgen.max_error_rate;
+  return loadgen::ExitCodeFor(summary, lo);
+}
+
+}  // namespace
+
 int RunLoadgen(const Config& c) {
+  if (!c.loadgen.mqtt_url.empty()) return RunMqttLoadgen(c);
   loadgen::LoadgenOptions o;
   o.devices = c.loadgen.devices;
   o.rps = c.loadgen.rps;

@@ -379,7 +379,11 @@ class ReadingBuilder {
   std::variant<core::Reading, DecodeError> Finish() {
     if (error_) return DecodeError{false, std::move(*error_)};
     if (!has_device_id_) {
-      return DecodeError{false, core::FieldError{"device_id", "missing", "device_id is required"}};
+      if (limits_.default_device_id.empty()) {
+        return DecodeError{false,
+                           core::FieldError{"device_id", "missing", "device_id is required"}};
+      }
+      reading_.device_id = limits_.default_device_id;
     }
     if (!has_ts_) {
       if (!now_) return DecodeError{false, core::FieldError{"ts", "missing", "ts is required"}};

@@ -200,4 +200,46 @@ Result<core::Reading> DecodePayload(std::string_view payload) {
   return reading;
 }
 
+namespace {
+
+void AppendShortString(std::string& out, std::string_view s) {
+  s = s.substr(0, 65535);
+  out += static_cast<char>(s.size() & 0xff);
+  out += static_cast<char>(s.size() >> 8);
+  out.append(s);
+}
+
+bool ReadShortString(std::string_view& in, std::string& out) {
+  if (in.size() < 2) return false;
+  const std::size_t n = static_cast<std::uint8_t>(in[0]) |
+                        (static_cast<std::size_t>(static_cast<std::uint8_t>(in[1])) << 8);
+  if (in.size() < 2 + n) return false;
+  out.assign(in.substr(2, n));
+  in.remove_prefix(2 + n);
+  return true;
+}
+
+}  // namespace
+
+std::string EncodeRejected(const RejectedInput& r) {
+  std::string out;
+  out.reserve(5 + r.source.size() + r.reason.size() + r.payload.size());
+  out += static_cast<char>(kRejectedVersion);
+  AppendShortString(out, r.source);
+  AppendShortString(out, r.reason);
+  out += r.payload;
+  return out;
+}
+
+Result<RejectedInput> DecodeRejected(std::string_view payload) {
+  if (!IsRejected(payload)) return Invalid("not a rejected-input record");
+  payload.remove_prefix(1);
+  RejectedInput r;
+  if (!ReadShortString(payload, r.source) || !ReadShortString(payload, r.reason)) {
+    return Invalid("truncated rejected-input record");
+  }
+  r.payload.assign(payload);
+  return r;
+}
+
 }  // namespace iot::codec

@@ -50,4 +50,32 @@ void AppendWire(std::string& out, const core::Reading& reading);
 // invalid JSON, an invalid reading) is a kInvalidArgument error; it never reads outside `payload`.
 Result<core::Reading> DecodePayload(std::string_view payload);
 
+// --- Rejected input (MQTT ingestion, docs/mqtt.md) ---------------------------------------------
+//
+// A message that MQTT ingestion could not accept (bad JSON, schema, device mismatch, too large)
+// goes onto the bus as a rejected-input record, so that it becomes durable with the same
+// guarantee as a reading before the broker gets its PUBACK, on either bus. The aggregator stores
+// it as a dead letter (GET /dlq, and DLQ_TOPIC on Kafka); the alerts worker and the live stream
+// skip it. DecodePayload reports it as an unknown version.
+//
+//   u8  kRejectedVersion = 0x02
+//   u16 source length, then the source (the MQTT topic)
+//   u16 reason length, then the reason (at most 65535 bytes; longer is cut)
+//   the original payload, to the end
+inline constexpr std::uint8_t kRejectedVersion = 0x02;
+
+struct RejectedInput {
+  std::string source;
+  std::string reason;
+  std::string payload;
+};
+
+std::string EncodeRejected(const RejectedInput& r);
+// IsRejected tells a rejected-input record by its first byte.
+inline bool IsRejected(std::string_view payload) {
+  return !payload.empty() && static_cast<std::uint8_t>(payload.front()) == kRejectedVersion;
+}
+// DecodeRejected reads a rejected-input record; kInvalidArgument when truncated.
+Result<RejectedInput> DecodeRejected(std::string_view payload);
+
 }  // namespace iot::codec

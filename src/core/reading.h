@@ -53,6 +53,9 @@ struct ReadingLimits {
   std::vector<std::string> required_sensors = {"temperature_c", "humidity"};
   // max_future is how far past the time of receipt a reading's ts may be.
   Micros max_future = std::chrono::minutes(5);
+  // default_device_id, when not empty, is the device_id of a reading that carries none (MQTT
+  // ingestion: the device id taken from the topic); empty: device_id is required.
+  std::string default_device_id;
 };
 
 // FieldError says which field of a reading is wrong and why. `code` is a stable identifier

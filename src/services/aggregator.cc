@@ -46,6 +46,10 @@ void Aggregator::Build(const std::vector<bus::Record>& records, store::WriteBatc
   std::unordered_map<std::string, DeviceCells> devices;
   batch.readings.reserve(records.size());
   for (const auto& record : records) {
+    if (codec::IsRejected(record.payload)) {  // MQTT input ingest could not accept
+      RejectedInput(record, batch);
+      continue;
+    }
     auto decoded = codec::DecodePayload(record.payload);
     if (!decoded) {
       DeadLetter(record, "undecodable: " + decoded.error().message, batch);

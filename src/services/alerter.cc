@@ -59,6 +59,8 @@ void Alerter::Build(const std::vector<bus::Record>& records, store::WriteBatch& 
   std::unordered_map<std::int64_t, std::size_t> upsert_index;
   pending_.clear();
   for (const auto& record : records) {
+    // MQTT input ingest could not accept: the aggregator keeps it as a dead letter.
+    if (codec::IsRejected(record.payload)) continue;
     auto decoded = codec::DecodePayload(record.payload);
     if (!decoded) {
       DeadLetter(record, "undecodable: " + decoded.error().message, batch);

@@ -13,7 +13,7 @@
 //   GET /devices/{device_id}/telemetry   one device's readings
 //   GET /devices/{device_id}/aggregates  one device's aggregates (window=, sensor_type=)
 //   GET /stats                           totals and the current ingest rate
-//   GET /dlq                             dead letters (consumer=aggregator|alerts), newest first
+//   GET /dlq                             dead letters (consumer=aggregator|alerts|ingest), newest first
 //
 // A dead letter is listed as {"consumer","topic","partition","offset","key","payload",
 // "payload_encoding","reason","attempts","failed_at"}: `payload` is the record's bytes as text

@@ -7,9 +7,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include "codec/wire.h"
 #include "services/dead_letter.h"
 
 namespace iot::services {
+
+// kRejectedConsumer is the consumer of the dead letters MQTT ingestion rejected (wire.h).
+constexpr const char* kRejectedConsumer = "ingest";
 namespace {
 
 bool IsOutage(Errc code) {
@@ -284,7 +288,10 @@ Worker::Outcome Worker::Attempt(std::int32_t partition, const std::vector<bus::R
   batches_.Inc();
   batch_records_.Observe(static_cast<double>(records.size()));
   for (const auto& dl : batch.dead_letters) {
-    (void)dl;
+    if (dl.consumer == kRejectedConsumer) {
+      dead_letters_.With({"rejected_input"}).Inc();
+      continue;
+    }
     decode_errors_.Inc();
     dead_letters_.With({"undecodable"}).Inc();
   }
@@ -384,6 +391,26 @@ void Worker::DeadLetter(const bus::Record& record, std::string reason, store::Wr
   dl.reason = std::move(reason);
   dl.attempts = 1;
   dl.failed_at = core::SystemClock().Now();
+  batch.dead_letters.push_back(std::move(dl));
+}
+
+void Worker::RejectedInput(const bus::Record& record, store::WriteBatch& batch) {
+  auto rejected = codec::DecodeRejected(record.payload);
+  if (!rejected) {
+    DeadLetter(record, "undecodable: " + rejected.error().message, batch);
+    return;
+  }
+  store::DeadLetter dl;
+  dl.consumer = kRejectedConsumer;
+  dl.topic = std::move(rejected->source);
+  dl.partition = record.partition;
+  dl.offset = record.offset;
+  dl.key = record.key;
+  dl.payload = std::move(rejected->payload);
+  dl.reason = std::move(rejected->reason);
+  dl.attempts = 1;
+  dl.failed_at = record.appended_at.time_since_epoch().count() > 0 ? record.appended_at
+                                                                  : core::SystemClock().Now();
   batch.dead_letters.push_back(std::move(dl));
 }
 

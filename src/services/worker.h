@@ -106,6 +106,11 @@ class Worker : private bus::AssignmentListener {
   const std::string& name() const { return options_.name; }
   // DeadLetter adds `record` to the batch's dead letters with `reason` (logged).
   void DeadLetter(const bus::Record& record, std::string reason, store::WriteBatch& batch);
+  // RejectedInput adds a rejected-input record (codec/wire.h: what MQTT ingestion could not
+  // accept) to the batch's dead letters as consumer "ingest", with the MQTT topic as its topic,
+  // the original payload and the reason ingest gave. Only the aggregator calls it, so that each
+  // is stored once.
+  void RejectedInput(const bus::Record& record, store::WriteBatch& batch);
   // IdOf is the record's message id: its position, or the original one of a replayed dead
   // letter (so that it is stored once).
   static core::MessageId IdOf(const bus::Record& record) {

@@ -31,7 +31,11 @@ const std::vector<std::string> kVariables = {
     "KAFKA_CREATE_TOPICS", "KAFKA_AGGREGATOR_GROUP", "KAFKA_ALERTS_GROUP", "KAFKA_LINGER",
     "KAFKA_BATCH_BYTES", "KAFKA_COMPRESSION", "KAFKA_DELIVERY_TIMEOUT", "KAFKA_MAX_PENDING",
     "KAFKA_SESSION_TIMEOUT", "KAFKA_TIMEOUT", "KAFKA_CONFIG", "MONGO_POOL_SIZE", "MONGO_TIMEOUT",
-    "DLQ_REPLAY_GROUP", "DLQ_REPLAY_CONSUMER", "DLQ_REPLAY_IDLE"};
+    "DLQ_REPLAY_GROUP", "DLQ_REPLAY_CONSUMER", "DLQ_REPLAY_IDLE",
+    // MQTT ingestion (docs/mqtt.md).
+    "MQTT_URL", "MQTT_TOPICS", "MQTT_CLIENT_ID", "MQTT_SESSION_EXPIRY", "MQTT_RECEIVE_MAXIMUM",
+    "MQTT_KEEPALIVE", "MQTT_MIN_BACKOFF", "MQTT_MAX_BACKOFF", "MQTT_CA_FILE", "MQTT_CERT_FILE",
+    "MQTT_KEY_FILE"};
 
 class ConfigTest : public ::testing::Test {
  protected:
@@ -354,6 +358,56 @@ TEST_F(ConfigTest, LoadgenOptionsParse) {
   EXPECT_THROW(Parse({"loadgen", "--devices", "0"}), CLI::ParseError);
   EXPECT_THROW(Parse({"loadgen", "--hot-fraction", "1.5"}), CLI::ParseError);
   EXPECT_THROW(Parse({"loadgen", "--ingest-port", "1"}), CLI::ParseError);
+}
+
+// --- MQTT ingestion (docs/mqtt.md) ---------------------------------------------------------------
+
+TEST_F(ConfigTest, MqttUrlGivesHostPortCredentialsAndTls) {
+  Config c = Parse({"all", "--mqtt-url", "mqtts://us%40r:p%3Ass@broker.example:8884"});
+  auto o = MqttClientFrom(c);
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  EXPECT_TRUE(o->tls);
+  EXPECT_EQ(o->host, "broker.example");
+  EXPECT_EQ(o->port, 8884);
+  EXPECT_EQ(o->username, "us@r");
+  EXPECT_EQ(o->password, "p:ss");
+  EXPECT_EQ(o->topics, std::vector<std::string>{"devices/+/telemetry"});
+  EXPECT_EQ(o->session_expiry_s, 3600u);
+  EXPECT_EQ(o->client_id.rfind("iotd-ingest-", 0), 0u);
+
+  c = Parse({"ingest", "--mqtt-url", "mqtt://[::1]", "--mqtt-topics",
+             "$share/g/devices/+/telemetry, plant/#", "--mqtt-session-expiry", "0"});
+  o = MqttClientFrom(c);
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  EXPECT_FALSE(o->tls);
+  EXPECT_EQ(o->host, "::1");
+  EXPECT_EQ(o->port, 1883);
+  EXPECT_FALSE(o->username.has_value());
+  EXPECT_EQ(o->topics, (std::vector<std::string>{"$share/g/devices/+/telemetry", "plant/#"}));
+  EXPECT_EQ(o->session_expiry_s, 0u);
+}
+
+TEST_F(ConfigTest, BadMqttOptionsAreRejectedNamingTheOption) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"all", "--mqtt-url", "tcp://h:1883"}, "MQTT_URL"},
+      {{"all", "--mqtt-url", "mqtt://h:0"}, "MQTT_URL"},
+      {{"all", "--mqtt-url", "mqtt://h:70000"}, "MQTT_URL"},
+      {{"all", "--mqtt-url", "mqtt://:1883"}, "MQTT_URL"},
+      {{"all", "--mqtt-url", "mqtt://h/devices"}, "MQTT_URL"},
+      {{"all", "--mqtt-url", "mqtt://h", "--mqtt-topics", "a/#/b"}, "MQTT_TOPICS"},
+      {{"all", "--mqtt-url", "mqtt://h", "--mqtt-topics", " , "}, "MQTT_TOPICS"},
+      {{"all", "--mqtt-url", "mqtt://h", "--mqtt-keepalive", "20h"}, "MQTT_KEEPALIVE"},
+      {{"all", "--mqtt-url", "mqtt://h", "--mqtt-max-backoff", "1ms"}, "MQTT_MAX_BACKOFF"},
+      {{"all", "--mqtt-url", "mqtt://h", "--mqtt-ca-file", "ca.pem"}, "mqtts://"},
+      {{"all", "--mqtt-url", "mqtts://h", "--mqtt-cert-file", "c.pem"}, "MQTT_KEY_FILE"},
+  };
+  for (const auto& [args, option] : cases) {
+    auto e = Invalid(args);
+    ASSERT_TRUE(e.has_value()) << args.back();
+    EXPECT_NE(e->message.find(option), std::string::npos) << e->message;
+  }
+  EXPECT_FALSE(Invalid({"all", "--mqtt-url", "mqtt://127.0.0.1:1883"}).has_value());
+  EXPECT_FALSE(Invalid({"all"}).has_value());  // MQTT off
 }
 
 }  // namespace

@@ -184,5 +184,20 @@ TEST(WireTest, SurvivesRandomGarbage) {
   }
 }
 
+TEST(RejectedInput, RoundTripsAndIsNotAReading) {
+  RejectedInput r{"devices/d1/telemetry", "mqtt: malformed_json: invalid JSON",
+                  std::string("not json\0\xff", 10)};
+  const std::string payload = EncodeRejected(r);
+  EXPECT_TRUE(IsRejected(payload));
+  auto back = DecodeRejected(payload);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->source, r.source);
+  EXPECT_EQ(back->reason, r.reason);
+  EXPECT_EQ(back->payload, r.payload);
+  EXPECT_FALSE(DecodePayload(payload).ok());
+  EXPECT_FALSE(DecodeRejected(payload.substr(0, 5)).ok());
+  EXPECT_FALSE(IsRejected("{}"));
+}
+
 }  // namespace
 }  // namespace iot::codec
