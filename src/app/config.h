@@ -25,7 +25,9 @@ class App;
 namespace iot::app {
 
 enum class Role {
-  kAll, kIngest, kAggregator, kAlerts, kDashboard, kLoadgen, kDlqReplay, kHealth, kOptions
+  kAll, kIngest, kAggregator, kAlerts, kDashboard, kLoadgen, kDlqReplay, kHealth, kOptions,
+  // Access tokens (docs/security.md).
+  kTokenCreate, kTokenList, kTokenRevoke
 };
 
 struct Config {
@@ -105,6 +107,21 @@ struct Config {
   std::string log_level = "info";
   std::string shutdown_timeout = "10s";
 
+  // Access control (docs/security.md): INGEST_AUTH, DASHBOARD_AUTH, TOKENS_FILE, and the
+  // `iotd token create|list|revoke` commands.
+  std::string ingest_auth = "off";     // off | token
+  std::string dashboard_auth = "off";  // off | token
+  std::string tokens_file;             // empty: DATA_DIR/tokens
+  struct TokenCommand {
+    std::string device;               // create --device ID
+    std::string gateway;              // create --gateway ID,ID,...
+    bool read = false;                // create --read
+    std::string prefix;               // create --read --prefix P
+    std::string name;                 // create --name TEXT
+    bool json = false;                // list --json
+    std::string id;                   // revoke ID
+  } token;
+
   // iotd loadgen (the seed's tools/load_generator.py options, and more).
   struct Loadgen {
     int devices = 10;
@@ -118,6 +135,7 @@ struct Config {
     double hot_fraction = 0.0;
     std::uint64_t seed = 0;
     std::string timeout = "10s";
+    std::string token;  // LOADGEN_TOKEN: a bearer token for INGEST_AUTH=token
   } loadgen;
 
   // iotd dlq replay.
@@ -153,6 +171,9 @@ Result<services::NotifierOptions> NotifierOptionsFrom(const Config& config);
 std::optional<std::chrono::milliseconds> ParseKafkaDuration(const std::string& text);
 
 const char* RoleName(Role role);
+
+// TokensFile is TOKENS_FILE, or DATA_DIR/tokens when it is empty.
+std::string TokensFile(const Config& config);
 
 // HealthUrls is what `iotd health` probes: its URLs, or /health on 127.0.0.1 at every role's
 // port (INGEST_PORT, DASHBOARD_PORT, AGGREGATOR_PORT, ALERTS_PORT).

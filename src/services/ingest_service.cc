@@ -50,10 +50,12 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 }  // namespace
 
 IngestService::IngestService(IngestOptions options, bus::Producer& producer,
-                             metrics::Registry& registry, const core::Clock& clock)
+                             metrics::Registry& registry, const core::Clock& clock,
+                             AuthGuard* guard)
     : options_(std::move(options)),
       producer_(producer),
       clock_(clock),
+      guard_(guard),
       accepted_(registry.AddCounter("ingest_readings_accepted_total",
                                     "Readings made durable on the bus and acknowledged")),
       rejected_(registry.AddCounterFamily("ingest_readings_rejected_total",
@@ -92,7 +94,21 @@ void IngestService::RegisterRoutes(http::Router& router) {
 
 void IngestService::CountRejected(std::string_view code) { rejected_.With({code}).Inc(); }
 
+bool IngestService::Authenticate(const http::Request& request, http::Respond& respond,
+                                 auth::TokenRef& token) {
+  if (!guard_) return true;
+  auto who = guard_->Writer(request);
+  if (auto* refused = std::get_if<http::Response>(&who)) {
+    respond(std::move(*refused));
+    return false;
+  }
+  token = std::get<auth::TokenRef>(std::move(who));
+  return true;
+}
+
 void IngestService::HandleOne(const http::Request& request, http::Respond respond) {
+  auth::TokenRef token;
+  if (!Authenticate(request, respond, token)) return;
   auto decoded = codec::DecodeReading(request.body(), options_.limits, clock_.Now());
   if (auto* err = std::get_if<codec::DecodeError>(&decoded)) {
     CountRejected(err->malformed ? "malformed_json" : err->error.code);
@@ -100,6 +116,12 @@ void IngestService::HandleOne(const http::Request& request, http::Respond respon
     return;
   }
   auto& reading = std::get<core::Reading>(decoded);
+  if (token && !token->MayWrite(reading.device_id)) {
+    respond(guard_->Forbidden("device_not_allowed",
+                              "this token may not write device " + reading.device_id,
+                              "device_id"));
+    return;
+  }
   std::vector<bus::Message> messages(1);
   messages[0].payload = codec::EncodeWire(reading);
   messages[0].key = std::move(reading.device_id);
@@ -119,6 +141,8 @@ void IngestService::HandleOne(const http::Request& request, http::Respond respon
 }
 
 void IngestService::HandleBatch(const http::Request& request, http::Respond respond) {
+  auth::TokenRef token;
+  if (!Authenticate(request, respond, token)) return;
   auto format = IsNdjson(request) ? codec::BatchFormat::kNdjson : codec::BatchFormat::kJsonArray;
   auto decoded = codec::DecodeBatch(request.body(), format, options_.limits, clock_.Now(),
                                     options_.batch_max_items);
@@ -165,6 +189,16 @@ void IngestService::HandleBatch(const http::Request& request, http::Respond resp
       continue;
     }
     auto& reading = std::get<core::Reading>(item.result);
+    if (token && !token->MayWrite(reading.device_id)) {
+      // One reading the token may not write refuses the whole request: nothing is written.
+      respond(guard_->Forbidden(
+          "device_not_allowed",
+          fmt::format("this token may not write device {} (item {}); nothing of the batch was "
+                      "written",
+                      reading.device_id, item.index),
+          "device_id"));
+      return;
+    }
     bus::Message m;
     m.payload = codec::EncodeWire(reading);
     m.key = std::move(reading.device_id);
