@@ -147,6 +147,8 @@ def test_the_dashboard_needs_a_read_token_and_a_scoped_one_sees_only_its_devices
     read, scoped = bearer(t["read"]), bearer(t["read_site_a"])
     assert eventually(lambda: len(secured.get("/alerts", headers=read).json()) == 3)
     assert eventually(lambda: len(secured.get("/telemetry", headers=read).json()) == 6)
+    assert eventually(lambda: len(secured.get("/devices", headers=read).json()) == 3)
+    assert eventually(lambda: len(secured.get("/aggregated?limit=1000", headers=read).json()) >= 6)
     alert_of = {a["device_id"]: a["id"] for a in secured.get("/alerts", headers=read).json()}
 
     # (path, token headers, status, error code)
