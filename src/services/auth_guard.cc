@@ -69,7 +69,12 @@ AuthMetrics::AuthMetrics(metrics::Registry& registry)
                                         {"role", "kind"})) {}
 
 AuthGuard::AuthGuard(auth::Authenticator& authenticator, std::string role, AuthMetrics& metrics)
-    : authenticator_(authenticator), role_(std::move(role)), metrics_(metrics) {}
+    : authenticator_(authenticator),
+      role_(std::move(role)),
+      metrics_(metrics),
+      authenticated_{&metrics.allowed.With({role_, auth::KindName(auth::Kind::kDevice)}),
+                     &metrics.allowed.With({role_, auth::KindName(auth::Kind::kGateway)}),
+                     &metrics.allowed.With({role_, auth::KindName(auth::Kind::kRead)})} {}
 
 AuthGuard::Outcome AuthGuard::Writer(const http::Request& request) { return Check(request, true); }
 AuthGuard::Outcome AuthGuard::Reader(const http::Request& request) {
@@ -92,7 +97,7 @@ AuthGuard::Outcome AuthGuard::Check(const http::Request& request, bool write) {
   if (!write && token->kind != auth::Kind::kRead) {
     return Forbidden("wrong_kind", "a device or gateway token cannot read the dashboard API");
   }
-  metrics_.allowed.With({role_, auth::KindName(token->kind)}).Inc();
+  authenticated_[static_cast<int>(token->kind)]->Inc();
   return token;
 }
 
