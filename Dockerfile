@@ -17,6 +17,7 @@ RUN apt-get update \
       build-essential cmake ninja-build pkg-config \
       libboost-dev libsimdjson-dev libsqlite3-dev libspdlog-dev libfmt-dev libcli11-dev \
       libyaml-cpp-dev libmongoc-dev libbson-dev librdkafka-dev \
+      libssl-dev \
       nodejs npm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

@@ -58,16 +58,15 @@ def run_once(iotd, auth, sync, seconds, connections):
                    INGEST_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()), SYNC=sync,
                    LOG_LEVEL="warn", INGEST_AUTH="token" if auth else "off",
                    TOKENS_FILE=str(tmp / "tokens"))
-        token = ""
-        if auth:
-            # Other tokens in the file too, as in a real fleet: the lookup is a hash map.
-            for i in range(200):
-                subprocess.run([iotd, "token", "create", "--device", f"other-{i}"], env=env,
-                               check=True, capture_output=True, timeout=30)
-            ids = ",".join(f"dev-{i}" for i in range(1, DEVICES + 1))
-            token = subprocess.run([iotd, "token", "create", "--gateway", ids], env=env,
-                                   check=True, capture_output=True, text=True,
-                                   timeout=30).stdout.strip()
+        # The same preparation for both settings (creating tokens writes and syncs files):
+        # other tokens in the file too, as in a real fleet (the lookup is a hash map).
+        for i in range(100):
+            subprocess.run([iotd, "token", "create", "--device", f"other-{i}"], env=env,
+                           check=True, capture_output=True, timeout=30)
+        ids = ",".join(f"dev-{i}" for i in range(1, DEVICES + 1))
+        token = subprocess.run([iotd, "token", "create", "--gateway", ids], env=env,
+                               check=True, capture_output=True, text=True,
+                               timeout=30).stdout.strip() if auth else ""
         os.sync()  # start from a quiet disk: the previous run's writes are not this one's cost
         proc = subprocess.Popen([iotd, "all"], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)

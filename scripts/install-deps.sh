@@ -12,6 +12,8 @@ packages=(
   # product libraries (Debian's packages only)
   libboost-dev libsimdjson-dev libsqlite3-dev libspdlog-dev libfmt-dev libcli11-dev
   libyaml-cpp-dev libmongoc-dev libbson-dev librdkafka-dev
+  # access tokens (src/auth): OpenSSL's libcrypto for SHA-256, RAND_bytes, CRYPTO_memcmp
+  libssl-dev
   # front-end assets embedded at build time (web/package-lock.json, npm registry); left out
   # below when an npm is already on PATH (e.g. NodeSource's nodejs, which bundles its own)
   nodejs npm
