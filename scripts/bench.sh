@@ -22,7 +22,7 @@ run() {
   "$@" 2>&1 | tee "$OUT/$name.txt"
 }
 
-for b in codec_bench bus_bench; do
+for b in codec_bench bus_bench auth_check_bench; do
   run "$b" "$B/$b" --benchmark_min_time=0.5 --benchmark_repetitions=3 \
     --benchmark_report_aggregates_only=true
 done
