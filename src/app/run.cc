@@ -287,14 +287,19 @@ Result<services::ReadingSource> LiveReadings(const Config& c, bus::EmbeddedBus* 
 // runs is `token` (else null). A file that cannot be parsed refuses the start; no file or no
 // valid token starts, warns, and refuses every request with 401 until tokens are created.
 Result<std::unique_ptr<auth::Authenticator>> OpenAuthenticator(const Config& c, bool ingest,
-                                                               bool dashboard) {
+                                                               bool dashboard,
+                                                               metrics::Registry& registry) {
   const bool ingest_auth = ingest && c.ingest_auth == "token";
   const bool dashboard_auth = dashboard && c.dashboard_auth == "token";
   if (!ingest_auth && !dashboard_auth) return std::unique_ptr<auth::Authenticator>();
   auth::Authenticator::Options o;
   o.path = TokensFile(c);
-  o.on_reload = [path = o.path](const Status& s, std::size_t valid, bool exists) {
+  auto* file_errors = &registry.AddCounter(
+      "auth_tokens_file_errors_total",
+      "Reloads of TOKENS_FILE that failed (the previous tokens stayed in force)");
+  o.on_reload = [path = o.path, file_errors](const Status& s, std::size_t valid, bool exists) {
     if (!s) {
+      file_errors->Inc();
       spdlog::error("tokens: {} cannot be used, the previous tokens stay in force: {}", path,
                     s.error().message);
     } else if (!exists) {
@@ -309,6 +314,9 @@ Result<std::unique_ptr<auth::Authenticator>> OpenAuthenticator(const Config& c, 
   };
   auto opened = auth::Authenticator::Open(std::move(o));
   if (!opened) return opened.error();
+  registry.AddCallbackGauge("auth_tokens_valid",
+                            "Tokens in TOKENS_FILE that are not revoked, as last loaded",
+                            [a = opened->get()] { return static_cast<double>(a->ValidTokens()); });
   spdlog::info("access control: ingest {}, dashboard {}", ingest ? c.ingest_auth : "-",
                dashboard ? c.dashboard_auth : "-");
   return opened;
@@ -519,7 +527,7 @@ int RunServer(const Config& c) {
   }
 
   // Access control (docs/security.md): a guard per API whose *_AUTH is `token`.
-  auto authenticator = OpenAuthenticator(c, runs_ingest, runs_dashboard);
+  auto authenticator = OpenAuthenticator(c, runs_ingest, runs_dashboard, registry);
   if (!authenticator) return Fail("cannot read TOKENS_FILE", authenticator.status());
   std::unique_ptr<services::AuthMetrics> auth_metrics;
   std::unique_ptr<services::AuthGuard> ingest_guard, dashboard_guard;
