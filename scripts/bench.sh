@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# bench.sh: the micro-benchmarks (Google Benchmark), the store benchmarks and the system
-# benchmark (bench/system_bench.py). Prints figures; asserts nothing about timing. Each
-# benchmark's output is also saved as $BENCH_OUT/<name>.txt (default $BENCH_BUILD/bench/results;
-# BENCH_BUILD, the build directory, defaults to build/release).
+# bench.sh: the micro-benchmarks (Google Benchmark), the store benchmarks, the system
+# benchmark (bench/system_bench.py) and the cost of authentication (bench/auth_bench.py). Prints
+# figures; asserts nothing about timing. Each benchmark's output is also saved as
+# $BENCH_OUT/<name>.txt (default $BENCH_BUILD/bench/results; BENCH_BUILD, the build directory,
+# defaults to build/release).
 #   BENCH_RUNS=3 BENCH_READINGS=10000000 scripts/bench.sh
 #   IOT_BENCH_READINGS=1000000 IOT_BENCH_LOAD_SECONDS=120 scripts/bench.sh  # mongo_store_bench
 set -euo pipefail
@@ -21,7 +22,7 @@ run() {
   "$@" 2>&1 | tee "$OUT/$name.txt"
 }
 
-for b in codec_bench bus_bench; do
+for b in codec_bench bus_bench auth_check_bench; do
   run "$b" "$B/$b" --benchmark_min_time=0.5 --benchmark_repetitions=3 \
     --benchmark_report_aggregates_only=true
 done
@@ -32,6 +33,8 @@ run mongo_store_bench env FERRETDB="$(scripts/ferretdb.sh build)" \
   IOT_BENCH_READINGS="${IOT_BENCH_READINGS:-1000000}" "$B/mongo_store_bench"
 run system python3 bench/system_bench.py --iotd "$BUILD/src/app/iotd" \
   --runs "${BENCH_RUNS:-3}" --readings "${BENCH_READINGS:-10000000}"
+# The cost of authentication on POST /ingest (INGEST_AUTH=off vs token; docs/security.md).
+run auth python3 bench/auth_bench.py --iotd "$BUILD/src/app/iotd" --runs "${BENCH_RUNS:-3}"
 # Distributed mode: one local Kafka broker, iotd ingest / iotd all on it (about 6 minutes).
 run kafka env KAFKA_LIBS="$(scripts/kafka.sh build)" python3 bench/kafka_bench.py \
   --iotd "$BUILD/src/app/iotd" --runs "${BENCH_RUNS:-3}"

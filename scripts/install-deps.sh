@@ -12,8 +12,9 @@ packages=(
   # product libraries (Debian's packages only)
   libboost-dev libsimdjson-dev libsqlite3-dev libspdlog-dev libfmt-dev libcli11-dev
   libyaml-cpp-dev libmongoc-dev libbson-dev librdkafka-dev
-  # TLS on the HTTP listeners and the MQTT subscriber (OpenSSL); MQTT: the loadgen's publisher
-  # (docs/mqtt.md)
+  # OpenSSL: TLS on the HTTP listeners and the MQTT subscriber, and libcrypto for the access
+  # tokens (src/auth: SHA-256, RAND_bytes, CRYPTO_memcmp); libmosquitto: the loadgen's MQTT
+  # publisher (docs/mqtt.md)
   libssl-dev libmosquitto-dev
   # front-end assets embedded at build time (web/package-lock.json, npm registry); left out
   # below when an npm is already on PATH (e.g. NodeSource's nodejs, which bundles its own)

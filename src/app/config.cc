@@ -19,6 +19,8 @@
 namespace iot::app {
 namespace {
 
+void AddCommon(CLI::App* app, Config& c);
+
 // Adds a flag bound to `value`, falling back to the environment variable `env`.
 template <typename T>
 CLI::Option* Opt(CLI::App* app, const std::string& flag, const char* env, T& value,
@@ -319,6 +321,61 @@ std::optional<std::string> PercentDecode(std::string_view s) {
   return out;
 }
 
+// AddAuth: access control of the APIs a role serves (docs/security.md).
+void AddAuth(CLI::App* app, Config& c, bool ingest, bool dashboard) {
+  if (ingest) {
+    Opt(app, "--ingest-auth", "INGEST_AUTH", c.ingest_auth,
+        "Access control of POST /ingest[/batch]: off | token (a device or gateway token)")
+        ->check(CLI::IsMember({"off", "token"}));
+  }
+  if (dashboard) {
+    Opt(app, "--dashboard-auth", "DASHBOARD_AUTH", c.dashboard_auth,
+        "Access control of the dashboard API, stream and UI data: off | token (a read token)")
+        ->check(CLI::IsMember({"off", "token"}));
+  }
+  Opt(app, "--tokens-file", "TOKENS_FILE", c.tokens_file,
+      "The tokens file (iotd token create|list|revoke; re-read within a second of a change); "
+      "empty: DATA_DIR/tokens");
+}
+
+// AddTokenCommands: `iotd token create|list|revoke`.
+void AddTokenCommands(CLI::App& app, Config& c) {
+  auto* token = app.add_subcommand(
+      "token", "Access tokens of devices, gateways and dashboards (docs/security.md)");
+  token->require_subcommand(1);
+  auto files = [&c](CLI::App* sub) {
+    Opt(sub, "--data-dir", "DATA_DIR", c.data_dir, "Directory of the default tokens file");
+    Opt(sub, "--tokens-file", "TOKENS_FILE", c.tokens_file,
+        "The tokens file; empty: DATA_DIR/tokens");
+    AddCommon(sub, c);
+  };
+  auto& t = c.token;
+  auto* create = token->add_subcommand(
+      "create", "Make a token and print it once (only its SHA-256 is stored)");
+  create->parse_complete_callback([&c] { c.role = Role::kTokenCreate; });
+  auto* device = create->add_option("--device", t.device, "A device token: writes this device");
+  auto* gateway = create->add_option("--gateway", t.gateway,
+                                     "A gateway token: writes these devices (ID,ID,...)");
+  auto* read = create->add_flag("--read", t.read, "A read token: the dashboard API and UI");
+  device->excludes(gateway)->excludes(read);
+  gateway->excludes(read);
+  create->add_option("--prefix", t.prefix,
+                     "With --read: only devices whose id starts with this")
+      ->needs(read);
+  create->add_option("--name", t.name, "What or who holds the token (shown by list)");
+  files(create);
+  auto* list = token->add_subcommand("list", "List tokens (never their secrets)");
+  list->parse_complete_callback([&c] { c.role = Role::kTokenList; });
+  list->add_flag("--json", t.json, "Print JSON (for tools)");
+  files(list);
+  auto* revoke = token->add_subcommand(
+      "revoke", "Revoke a token by its id: running iotd processes refuse it within seconds");
+  revoke->parse_complete_callback([&c] { c.role = Role::kTokenRevoke; });
+  revoke->add_option("id", t.id, "The token's id (12 hex characters, as list shows it)")
+      ->required();
+  files(revoke);
+}
+
 void AddCommon(CLI::App* app, Config& c) {
   Opt(app, "--log-level", "LOG_LEVEL", c.log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -353,6 +410,9 @@ const char* RoleName(Role role) {
     case Role::kDlqReplay: return "dlq replay";
     case Role::kHealth: return "health";
     case Role::kOptions: return "options";
+    case Role::kTokenCreate: return "token create";
+    case Role::kTokenList: return "token list";
+    case Role::kTokenRevoke: return "token revoke";
   }
   return "?";
 }
@@ -376,6 +436,7 @@ void BuildCli(CLI::App& app, Config& c) {
   AddNotify(all, c);
   AddDashboard(all, c, false);
   AddMqtt(all, c);
+  AddAuth(all, c, true, true);
   AddCommon(all, c);
 
   auto* ingest = app.add_subcommand("ingest", "Ingestion API: validates readings onto the bus");
@@ -385,6 +446,7 @@ void BuildCli(CLI::App& app, Config& c) {
   AddIngest(ingest, c);
   AddRateLimits(ingest, c);
   AddMqtt(ingest, c);
+  AddAuth(ingest, c, true, false);
   AddCommon(ingest, c);
 
   auto* agg = app.add_subcommand("aggregator", "Aggregator worker: raw readings and windows");
@@ -407,6 +469,7 @@ void BuildCli(CLI::App& app, Config& c) {
   AddNetwork(dash, c, false, true, false, false);
   AddBackends(dash, c, false, true);
   AddDashboard(dash, c, true);
+  AddAuth(dash, c, false, true);
   AddCommon(dash, c);
 
   auto* dlq = app.add_subcommand("dlq", "Dead letters (BUS=kafka)");
@@ -474,11 +537,18 @@ void BuildCli(CLI::App& app, Config& c) {
   lg->add_option("--max-inflight", l.max_inflight,
                  "MQTT: QoS 1 messages per connection awaiting the broker's PUBACK")
       ->check(CLI::Range(1, 1000000));
+  Opt(lg, "--token", "LOADGEN_TOKEN", l.token,
+      "Bearer token to send (INGEST_AUTH=token: a gateway token of dev-1..dev-N)");
   AddCommon(lg, c);
+
+  AddTokenCommands(app, c);
 }
 
 Status Validate(const Config& c) {
-  if (c.role == Role::kOptions) return Status::Ok();
+  if (c.role == Role::kOptions || c.role == Role::kTokenCreate || c.role == Role::kTokenList ||
+      c.role == Role::kTokenRevoke) {
+    return Status::Ok();  // the token commands check their arguments (token_command.cc)
+  }
   if (c.role == Role::kHealth) {
     if (auto t = core::ParseDuration(c.health_timeout); !t || t->count() <= 0) {
       return MakeError(Errc::kInvalidArgument, "--timeout: not a positive duration: " +
@@ -583,6 +653,11 @@ Status Validate(const Config& c) {
     }
   }
   return Status::Ok();
+}
+
+std::string TokensFile(const Config& c) {
+  if (!c.tokens_file.empty()) return c.tokens_file;
+  return c.data_dir + "/tokens";
 }
 
 std::vector<std::string> HealthUrls(const Config& c) {

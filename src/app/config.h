@@ -26,7 +26,9 @@ class App;
 namespace iot::app {
 
 enum class Role {
-  kAll, kIngest, kAggregator, kAlerts, kDashboard, kLoadgen, kDlqReplay, kHealth, kOptions
+  kAll, kIngest, kAggregator, kAlerts, kDashboard, kLoadgen, kDlqReplay, kHealth, kOptions,
+  // Access tokens (docs/security.md).
+  kTokenCreate, kTokenList, kTokenRevoke
 };
 
 struct Config {
@@ -133,6 +135,21 @@ struct Config {
   std::string log_level = "info";
   std::string shutdown_timeout = "10s";
 
+  // Access control (docs/security.md): INGEST_AUTH, DASHBOARD_AUTH, TOKENS_FILE, and the
+  // `iotd token create|list|revoke` commands.
+  std::string ingest_auth = "off";     // off | token
+  std::string dashboard_auth = "off";  // off | token
+  std::string tokens_file;             // empty: DATA_DIR/tokens
+  struct TokenCommand {
+    std::string device;               // create --device ID
+    std::string gateway;              // create --gateway ID,ID,...
+    bool read = false;                // create --read
+    std::string prefix;               // create --read --prefix P
+    std::string name;                 // create --name TEXT
+    bool json = false;                // list --json
+    std::string id;                   // revoke ID
+  } token;
+
   // iotd loadgen (the seed's tools/load_generator.py options, and more).
   struct Loadgen {
     int devices = 10;
@@ -150,6 +167,7 @@ struct Config {
     std::string mqtt_url;       // --mqtt-url mqtt://host:port; empty: HTTP
     std::uint64_t count = 0;    // --count: stop after this many messages (MQTT; 0: no limit)
     int max_inflight = 10000;   // --max-inflight: QoS 1 messages per connection without PUBACK
+    std::string token;  // LOADGEN_TOKEN: a bearer token for INGEST_AUTH=token
   } loadgen;
 
   // iotd dlq replay.
@@ -189,6 +207,8 @@ const char* RoleName(Role role);
 // MqttClientFrom builds the MQTT subscriber's options from MQTT_* (docs/mqtt.md); the error
 // names the option. For a config with MQTT_URL set.
 Result<mqtt::ClientOptions> MqttClientFrom(const Config& config);
+// TokensFile is TOKENS_FILE, or DATA_DIR/tokens when it is empty.
+std::string TokensFile(const Config& config);
 
 // HealthUrls is what `iotd health` probes: its URLs, or /health on 127.0.0.1 at every role's
 // port (INGEST_PORT, DASHBOARD_PORT, AGGREGATOR_PORT, ALERTS_PORT).

@@ -10,6 +10,7 @@
 #include "core/time.h"
 #include "app/logging.h"
 #include "app/run.h"
+#include "app/token_command.h"
 
 int main(int argc, char** argv) {
   iot::app::Config config;
@@ -42,5 +43,9 @@ int main(int argc, char** argv) {
   }
   if (config.role == iot::app::Role::kLoadgen) return iot::app::RunLoadgen(config);
   if (config.role == iot::app::Role::kDlqReplay) return iot::app::RunDlqReplay(config);
+  if (config.role == iot::app::Role::kTokenCreate || config.role == iot::app::Role::kTokenList ||
+      config.role == iot::app::Role::kTokenRevoke) {
+    return iot::app::RunToken(config);
+  }
   return iot::app::RunServer(config);
 }

@@ -34,7 +34,9 @@
 #include "loadgen/load_generator.h"
 #include "loadgen/mqtt_publisher.h"
 #include "metrics/metrics.h"
+#include "auth/authenticator.h"
 #include "services/aggregator.h"
+#include "services/auth_guard.h"
 #include "services/alerter.h"
 #include "services/dashboard_service.h"
 #include "services/live_stream.h"
@@ -288,6 +290,47 @@ Result<services::ReadingSource> LiveReadings(const Config& c, bus::EmbeddedBus* 
   return source;
 }
 
+// ---- access control (docs/security.md) ----------------------------------------------------
+
+// OpenAuthenticator opens TOKENS_FILE when INGEST_AUTH or DASHBOARD_AUTH of a role this process
+// runs is `token` (else null). A file that cannot be parsed refuses the start; no file or no
+// valid token starts, warns, and refuses every request with 401 until tokens are created.
+Result<std::unique_ptr<auth::Authenticator>> OpenAuthenticator(const Config& c, bool ingest,
+                                                               bool dashboard,
+                                                               metrics::Registry& registry) {
+  const bool ingest_auth = ingest && c.ingest_auth == "token";
+  const bool dashboard_auth = dashboard && c.dashboard_auth == "token";
+  if (!ingest_auth && !dashboard_auth) return std::unique_ptr<auth::Authenticator>();
+  auth::Authenticator::Options o;
+  o.path = TokensFile(c);
+  auto* file_errors = &registry.AddCounter(
+      "auth_tokens_file_errors_total",
+      "Reloads of TOKENS_FILE that failed (the previous tokens stayed in force)");
+  o.on_reload = [path = o.path, file_errors](const Status& s, std::size_t valid, bool exists) {
+    if (!s) {
+      file_errors->Inc();
+      spdlog::error("tokens: {} cannot be used, the previous tokens stay in force: {}", path,
+                    s.error().message);
+    } else if (!exists) {
+      spdlog::warn("tokens: {} does not exist: every request is refused (401) until tokens are "
+                   "created with `iotd token create`",
+                   path);
+    } else if (valid == 0) {
+      spdlog::warn("tokens: {} holds no valid token: every request is refused (401)", path);
+    } else {
+      spdlog::info("tokens: {} valid tokens in {}", valid, path);
+    }
+  };
+  auto opened = auth::Authenticator::Open(std::move(o));
+  if (!opened) return opened.error();
+  registry.AddCallbackGauge("auth_tokens_valid",
+                            "Tokens in TOKENS_FILE that are not revoked, as last loaded",
+                            [a = opened->get()] { return static_cast<double>(a->ValidTokens()); });
+  spdlog::info("access control: ingest {}, dashboard {}", ingest ? c.ingest_auth : "-",
+               dashboard ? c.dashboard_auth : "-");
+  return opened;
+}
+
 }  // namespace
 
 int RunServer(const Config& c) {
@@ -492,6 +535,23 @@ int RunServer(const Config& c) {
     retention->Start();
   }
 
+  // Access control (docs/security.md): a guard per API whose *_AUTH is `token`.
+  auto authenticator = OpenAuthenticator(c, runs_ingest, runs_dashboard, registry);
+  if (!authenticator) return Fail("cannot read TOKENS_FILE", authenticator.status());
+  std::unique_ptr<services::AuthMetrics> auth_metrics;
+  std::unique_ptr<services::AuthGuard> ingest_guard, dashboard_guard;
+  if (*authenticator) {
+    auth_metrics = std::make_unique<services::AuthMetrics>(registry);
+    if (runs_ingest && c.ingest_auth == "token") {
+      ingest_guard =
+          std::make_unique<services::AuthGuard>(**authenticator, "ingest", *auth_metrics);
+    }
+    if (runs_dashboard && c.dashboard_auth == "token") {
+      dashboard_guard =
+          std::make_unique<services::AuthGuard>(**authenticator, "dashboard", *auth_metrics);
+    }
+  }
+
   // The listeners.
   // RATE_LIMIT_CLIENT's buckets, kept by the ingest listener's admission check (declared before
   // the listeners, which use it until they are destroyed).
@@ -527,7 +587,8 @@ int RunServer(const Config& c) {
     io.device_rate.rate = c.rate_limits.device;
     io.device_rate.burst =
         c.rate_limits.device_burst > 0 ? c.rate_limits.device_burst : c.rate_limits.device;
-    ingest = std::make_unique<services::IngestService>(io, *producer, registry, clock);
+    ingest = std::make_unique<services::IngestService>(io, *producer, registry, clock,
+                                                       ingest_guard.get());
     auto router = std::make_shared<http::Router>();
     ingest->RegisterRoutes(*router);
     services::AddOpsRoutes(*router, registry, ready);
@@ -554,13 +615,14 @@ int RunServer(const Config& c) {
     spdlog::info("mqtt: ingestion on, topics {}", c.mqtt.topics);
   }
   if (runs_dashboard) {
-    dashboard = std::make_unique<services::DashboardService>(*store, clock);
+    dashboard = std::make_unique<services::DashboardService>(*store, clock, dashboard_guard.get());
     auto readings = LiveReadings(c, bus.get());
     if (!readings) return Fail("cannot read the bus for the live stream", readings.status());
     services::LiveStreamOptions lo;
     lo.max_clients = c.stream_max_clients;
     lo.client_buffer_bytes = c.stream_client_buffer;
-    live = std::make_unique<services::LiveStream>(lo, *store, std::move(*readings), registry);
+    live = std::make_unique<services::LiveStream>(lo, *store, std::move(*readings), registry,
+                                                  dashboard_guard.get());
     dashboard->OnAlertChanged([&live](const core::Alert& a) {
       if (live) live->PublishAlert(a);
     });
@@ -785,6 +847,7 @@ int RunLoadgen(const Config& c) {
   o.seed = c.loadgen.seed;
   o.request_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
       *core::ParseDuration(c.loadgen.timeout));
+  o.token = c.loadgen.token;
   if (Status s = loadgen::ValidateOptions(o); !s) {
     std::cerr << "iotd loadgen: " << s.error().message << "\n";
     return 2;

@@ -184,6 +184,9 @@ class Connection {
     request_.set(http::field::host, ctx_.url.HostHeader());
     request_.set(http::field::user_agent, "iotd-loadgen");
     request_.set(http::field::content_type, "application/json");
+    if (!ctx_.options.token.empty()) {
+      request_.set(http::field::authorization, "Bearer " + ctx_.options.token);
+    }
     request_.keep_alive(true);
   }
 

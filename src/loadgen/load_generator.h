@@ -62,6 +62,9 @@ struct LoadgenOptions {
   std::chrono::milliseconds request_timeout{10'000};
   // drain_timeout is how long requests may still finish after the end or Stop() (>= 0).
   std::chrono::milliseconds drain_timeout{2'000};
+  // --token / LOADGEN_TOKEN: sent as `Authorization: Bearer <token>` (INGEST_AUTH=token; a
+  // gateway token of dev-1..dev-N, docs/security.md); empty: no Authorization header.
+  std::string token = {};
 };
 
 // LoadgenSummary is the outcome of a run. When Run returns, sent == accepted + rejected + errors.

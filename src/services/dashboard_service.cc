@@ -205,8 +205,42 @@ std::optional<store::Cursor> DecodeCursor(std::string_view text) {
   return cursor;
 }
 
-DashboardService::DashboardService(store::Store& store, const core::Clock& clock)
-    : store_(store), clock_(clock) {}
+DashboardService::DashboardService(store::Store& store, const core::Clock& clock,
+                                   AuthGuard* guard)
+    : store_(store), clock_(clock), guard_(guard) {}
+
+std::optional<DashboardService::Access> DashboardService::Authorize(const http::Request& request,
+                                                                    http::Respond& respond) {
+  if (!guard_) return Access{};
+  auto who = guard_->Reader(request);
+  if (auto* refused = std::get_if<http::Response>(&who)) {
+    respond(std::move(*refused));
+    return std::nullopt;
+  }
+  const auto& token = std::get<auth::TokenRef>(who);
+  Access access;
+  if (!token->prefix.empty()) access.prefix = token->prefix;
+  return access;
+}
+
+bool DashboardService::DeviceAllowed(const Access& access, const std::string& device_id,
+                                     http::Respond& respond) {
+  if (access.Sees(device_id)) return true;
+  respond(guard_->Forbidden("out_of_scope",
+                            "this token may read only devices whose id starts with " +
+                                *access.prefix,
+                            "device_id"));
+  return false;
+}
+
+bool DashboardService::FleetWide(const Access& access, std::string_view route,
+                                 http::Respond& respond) {
+  if (!access.prefix) return true;
+  respond(guard_->Forbidden("out_of_scope", std::string(route) +
+                                                " covers every device: it needs a read token "
+                                                "without a prefix"));
+  return false;
+}
 
 void DashboardService::RegisterRoutes(http::Router& router) {
   using http::PathParams;
@@ -217,34 +251,45 @@ void DashboardService::RegisterRoutes(http::Router& router) {
     respond(http::MakeJson(200, R"({"status":"ok","service":"dashboard-api"})"));
   });
 
-  auto telemetry = [this](const Request& req, std::optional<std::string> device,
-                          Respond& respond) {
+  auto telemetry = [this](const Request& req, const Access& access,
+                          std::optional<std::string> device, Respond& respond) {
     auto params = ParseList(Target(req));
     if (auto* bad = std::get_if<BadParam>(&params)) return respond(BadParamResponse(*bad));
     auto& p = std::get<ListParams>(params);
-    store::TelemetryQuery q{std::move(device), p.range, p.limit, p.after};
+    store::TelemetryQuery q;
+    q.device_id = std::move(device);
+    q.device_prefix = access.prefix;
+    q.range = p.range;
+    q.limit = p.limit;
+    q.after = p.after;
     auto page = store_.Telemetry(q);
     if (!page) return respond(StoreError(page.error()));
     respond(ListResponse(Target(req), *page, WriteStoredReading));
   };
   router.Add(bh::verb::get, "/telemetry",
-             [telemetry](const Request& req, const PathParams&, Respond respond) {
-               telemetry(req, std::nullopt, respond);
+             [this, telemetry](const Request& req, const PathParams&, Respond respond) {
+               auto access = Authorize(req, respond);
+               if (!access) return;
+               telemetry(req, *access, std::nullopt, respond);
              });
   router.Add(bh::verb::get, "/devices/{device_id}/telemetry",
              [this, telemetry](const Request& req, const PathParams& pp, Respond respond) {
+               auto access = Authorize(req, respond);
+               if (!access) return;
                std::string id(pp.Get("device_id"));
+               if (!DeviceAllowed(*access, id, respond)) return;
                if (!DeviceExists(store_, id, respond)) return;
-               telemetry(req, id, respond);
+               telemetry(req, *access, id, respond);
              });
 
-  auto aggregates = [this](const Request& req, std::optional<std::string> device,
-                           Respond& respond) {
+  auto aggregates = [this](const Request& req, const Access& access,
+                           std::optional<std::string> device, Respond& respond) {
     auto params = ParseList(Target(req));
     if (auto* bad = std::get_if<BadParam>(&params)) return respond(BadParamResponse(*bad));
     auto& p = std::get<ListParams>(params);
     store::AggregateQuery q;
     q.device_id = std::move(device);
+    q.device_prefix = access.prefix;
     q.range = p.range;
     q.limit = p.limit;
     q.after = p.after;
@@ -266,18 +311,23 @@ void DashboardService::RegisterRoutes(http::Router& router) {
     respond(ListResponse(Target(req), *page, WriteAggregate));
   };
   router.Add(bh::verb::get, "/aggregated",
-             [aggregates](const Request& req, const PathParams&, Respond respond) {
-               aggregates(req, std::nullopt, respond);
+             [this, aggregates](const Request& req, const PathParams&, Respond respond) {
+               auto access = Authorize(req, respond);
+               if (!access) return;
+               aggregates(req, *access, std::nullopt, respond);
              });
   router.Add(bh::verb::get, "/devices/{device_id}/aggregates",
              [this, aggregates](const Request& req, const PathParams& pp, Respond respond) {
+               auto access = Authorize(req, respond);
+               if (!access) return;
                std::string id(pp.Get("device_id"));
+               if (!DeviceAllowed(*access, id, respond)) return;
                if (!DeviceExists(store_, id, respond)) return;
-               aggregates(req, id, respond);
+               aggregates(req, *access, id, respond);
              });
 
-  auto alerts = [this](const Request& req, std::optional<std::int64_t> recent_minutes,
-                       Respond& respond) {
+  auto alerts = [this](const Request& req, const Access& access,
+                       std::optional<std::int64_t> recent_minutes, Respond& respond) {
     auto params = ParseList(Target(req));
     if (auto* bad = std::get_if<BadParam>(&params)) return respond(BadParamResponse(*bad));
     auto& p = std::get<ListParams>(params);
@@ -293,7 +343,11 @@ void DashboardService::RegisterRoutes(http::Router& router) {
       }
       q.status = *st;
     }
-    if (auto d = http::QueryParam(Target(req), "device_id")) q.device_id = std::move(*d);
+    if (auto d = http::QueryParam(Target(req), "device_id")) {
+      if (!DeviceAllowed(access, *d, respond)) return;
+      q.device_id = std::move(*d);
+    }
+    q.device_prefix = access.prefix;
     if (recent_minutes) {
       auto since = clock_.Now() - std::chrono::minutes(*recent_minutes);
       if (!q.range.from || *q.range.from < since) q.range.from = since;
@@ -303,11 +357,15 @@ void DashboardService::RegisterRoutes(http::Router& router) {
     respond(ListResponse(Target(req), *page, codec::WriteAlert));
   };
   router.Add(bh::verb::get, "/alerts",
-             [alerts](const Request& req, const PathParams&, Respond respond) {
-               alerts(req, std::nullopt, respond);
+             [this, alerts](const Request& req, const PathParams&, Respond respond) {
+               auto access = Authorize(req, respond);
+               if (!access) return;
+               alerts(req, *access, std::nullopt, respond);
              });
   router.Add(bh::verb::get, "/alerts/recent",
-             [alerts](const Request& req, const PathParams&, Respond respond) {
+             [this, alerts](const Request& req, const PathParams&, Respond respond) {
+               auto access = Authorize(req, respond);
+               if (!access) return;
                std::int64_t minutes = 60;
                if (auto v = http::QueryParam(Target(req), "minutes")) {
                  auto n = ParseInt(*v);
@@ -317,7 +375,7 @@ void DashboardService::RegisterRoutes(http::Router& router) {
                  }
                  minutes = *n;
                }
-               alerts(req, minutes, respond);
+               alerts(req, *access, minutes, respond);
              });
 
   // One alert, and its acknowledgement. Alert ids are opaque decimal strings to clients: anything
@@ -339,19 +397,24 @@ void DashboardService::RegisterRoutes(http::Router& router) {
                            "alert_id");
   };
   router.Add(bh::verb::get, "/alerts/{alert_id}",
-             [this, find_alert, alert_response, no_alert](const Request&, const PathParams& pp,
-                                                          Respond respond) {
+             [this, find_alert, alert_response, no_alert](const Request& req,
+                                                          const PathParams& pp, Respond respond) {
+               auto access = Authorize(req, respond);
+               if (!access) return;
                auto id = find_alert(pp);
                if (!id) return respond(no_alert(pp));
                auto a = store_.FindAlert(*id);
                if (!a) return respond(StoreError(a.error()));
-               if (!*a) return respond(no_alert(pp));
+               // Another scope's alert is not there for this token.
+               if (!*a || !access->Sees((*a)->device_id)) return respond(no_alert(pp));
                respond(alert_response(200, **a));
              });
   router.Add(
       bh::verb::post, "/alerts/{alert_id}/ack",
       [this, find_alert, alert_response, no_alert](const Request& req, const PathParams& pp,
                                                    Respond respond) {
+        auto access = Authorize(req, respond);
+        if (!access) return;
         auto ack = codec::ParseAlertAck(req.body());
         if (!ack) {
           const std::string& m = ack.error().message;
@@ -360,6 +423,11 @@ void DashboardService::RegisterRoutes(http::Router& router) {
         }
         auto id = find_alert(pp);
         if (!id) return respond(no_alert(pp));
+        if (access->prefix) {
+          auto found = store_.FindAlert(*id);
+          if (!found) return respond(StoreError(found.error()));
+          if (!*found || !access->Sees((*found)->device_id)) return respond(no_alert(pp));
+        }
         ack->at = clock_.Now();
         auto a = store_.Acknowledge(*id, *ack);
         if (!a) return respond(StoreError(a.error()));
@@ -371,6 +439,8 @@ void DashboardService::RegisterRoutes(http::Router& router) {
 
   router.Add(bh::verb::get, "/devices",
              [this](const Request& req, const PathParams&, Respond respond) {
+               auto access = Authorize(req, respond);
+               if (!access) return;
                store::DeviceQuery q;
                if (auto v = http::QueryParam(Target(req), "limit")) {
                  auto n = ParseInt(*v);
@@ -382,6 +452,15 @@ void DashboardService::RegisterRoutes(http::Router& router) {
                }
                if (auto v = http::QueryParam(Target(req), "cursor")) q.after = std::move(*v);
                if (auto v = http::QueryParam(Target(req), "prefix")) q.prefix = std::move(*v);
+               if (access->prefix) {
+                 // The narrower of the two prefixes; none when they exclude each other.
+                 const std::string& scope = *access->prefix;
+                 if (!q.prefix || scope.starts_with(*q.prefix)) {
+                   q.prefix = scope;
+                 } else if (!q.prefix->starts_with(scope)) {
+                   return respond(http::MakeJson(200, "[]"));
+                 }
+               }
                auto devices = store_.Devices(q);
                if (!devices) return respond(StoreError(devices.error()));
                std::string body;
@@ -396,8 +475,11 @@ void DashboardService::RegisterRoutes(http::Router& router) {
                respond(std::move(r));
              });
   router.Add(bh::verb::get, "/devices/{device_id}",
-             [this](const Request&, const PathParams& pp, Respond respond) {
+             [this](const Request& req, const PathParams& pp, Respond respond) {
+               auto access = Authorize(req, respond);
+               if (!access) return;
                std::string id(pp.Get("device_id"));
+               if (!DeviceAllowed(*access, id, respond)) return;
                auto d = store_.FindDevice(id);
                if (!d) return respond(StoreError(d.error()));
                if (!d->has_value()) {
@@ -411,6 +493,8 @@ void DashboardService::RegisterRoutes(http::Router& router) {
              });
 
   router.Add(bh::verb::get, "/dlq", [this](const Request& req, const PathParams&, Respond respond) {
+    auto access = Authorize(req, respond);
+    if (!access || !FleetWide(*access, "GET /dlq", respond)) return;
     auto params = ParseList(Target(req));
     if (auto* bad = std::get_if<BadParam>(&params)) return respond(BadParamResponse(*bad));
     auto& p = std::get<ListParams>(params);
@@ -430,7 +514,10 @@ void DashboardService::RegisterRoutes(http::Router& router) {
     respond(ListResponse(Target(req), *page, WriteDeadLetter));
   });
 
-  router.Add(bh::verb::get, "/stats", [this](const Request&, const PathParams&, Respond respond) {
+  router.Add(bh::verb::get, "/stats", [this](const Request& req, const PathParams&,
+                                             Respond respond) {
+    auto access = Authorize(req, respond);
+    if (!access || !FleetWide(*access, "GET /stats", respond)) return;
     auto s = store_.GetStats(clock_.Now());
     if (!s) return respond(StoreError(s.error()));
     std::string body;

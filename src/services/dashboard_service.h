@@ -24,6 +24,13 @@
 // header, and `cursor=` continues after the last item (stable while data arrives).
 // Bad parameters get 422 naming the parameter; an unknown device 404; a store failure 503.
 //
+// With a guard (DASHBOARD_AUTH=token, docs/security.md) every route but `/` needs a read token
+// (401 without one, 403 for a device or gateway token). A token scoped to a device-id prefix
+// sees only those devices: device routes of other devices are 403, lists (/telemetry,
+// /aggregated, /alerts, /alerts/recent, /devices) hold only its devices (filtered in the store,
+// so pages stay full), an alert of another device is 404 as if it did not exist (also for
+// acknowledging it), and the fleet-wide routes /stats and /dlq are 403.
+//
 // Thread-safety: handlers run on the listener's I/O threads and call the store synchronously.
 #pragma once
 
@@ -31,22 +38,39 @@
 
 #include "core/time.h"
 #include "http/router.h"
+#include "services/auth_guard.h"
 #include "store/store.h"
 
 namespace iot::services {
 
 class DashboardService {
  public:
-  // The store and clock must outlive the service.
-  DashboardService(store::Store& store, const core::Clock& clock);
+  // The store, clock and guard must outlive the service; no guard: no tokens.
+  DashboardService(store::Store& store, const core::Clock& clock, AuthGuard* guard = nullptr);
   void RegisterRoutes(http::Router& router);
   // OnAlertChanged: `fn` is called with an alert after a request changed it (acknowledged it),
   // on the request's thread; set before RegisterRoutes.
   void OnAlertChanged(std::function<void(const core::Alert&)> fn) { on_alert_ = std::move(fn); }
 
  private:
+  // Access is what a request may see: every device, or those whose id starts with `prefix`.
+  struct Access {
+    std::optional<std::string> prefix;
+    bool Sees(std::string_view device_id) const {
+      return !prefix || device_id.starts_with(*prefix);
+    }
+  };
+  // Authorize returns the request's access, or answers 401/403 through `respond` and returns
+  // nullopt. Without a guard every request sees everything.
+  std::optional<Access> Authorize(const http::Request& request, http::Respond& respond);
+  // DeviceAllowed answers 403 through `respond` when `access` does not see `device_id`.
+  bool DeviceAllowed(const Access& access, const std::string& device_id, http::Respond& respond);
+  // FleetWide answers 403 through `respond` for a scoped token (routes about every device).
+  bool FleetWide(const Access& access, std::string_view route, http::Respond& respond);
+
   store::Store& store_;
   const core::Clock& clock_;
+  AuthGuard* guard_;
   std::function<void(const core::Alert&)> on_alert_;
 };
 

@@ -59,10 +59,12 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 }  // namespace
 
 IngestService::IngestService(IngestOptions options, bus::Producer& producer,
-                             metrics::Registry& registry, const core::Clock& clock)
+                             metrics::Registry& registry, const core::Clock& clock,
+                             AuthGuard* guard)
     : options_(std::move(options)),
       producer_(producer),
       clock_(clock),
+      guard_(guard),
       device_limiter_(options_.device_rate),
       accepted_(registry.AddCounter("ingest_readings_accepted_total",
                                     "Readings made durable on the bus and acknowledged")),
@@ -102,7 +104,21 @@ void IngestService::RegisterRoutes(http::Router& router) {
 
 void IngestService::CountRejected(std::string_view code) { rejected_.With({code}).Inc(); }
 
+bool IngestService::Authenticate(const http::Request& request, http::Respond& respond,
+                                 auth::TokenRef& token) {
+  if (!guard_) return true;
+  auto who = guard_->Writer(request);
+  if (auto* refused = std::get_if<http::Response>(&who)) {
+    respond(std::move(*refused));
+    return false;
+  }
+  token = std::get<auth::TokenRef>(std::move(who));
+  return true;
+}
+
 void IngestService::HandleOne(const http::Request& request, http::Respond respond) {
+  auth::TokenRef token;
+  if (!Authenticate(request, respond, token)) return;
   auto decoded = codec::DecodeReading(request.body(), options_.limits, clock_.Now());
   if (auto* err = std::get_if<codec::DecodeError>(&decoded)) {
     CountRejected(err->malformed ? "malformed_json" : err->error.code);
@@ -110,6 +126,13 @@ void IngestService::HandleOne(const http::Request& request, http::Respond respon
     return;
   }
   auto& reading = std::get<core::Reading>(decoded);
+  if (token && !token->MayWrite(reading.device_id)) {
+    respond(guard_->Forbidden("device_not_allowed",
+                              "this token may not write device " + reading.device_id,
+                              "device_id"));
+    return;
+  }
+  // After the token's check: only devices a token may write take buckets.
   if (auto wait = device_limiter_.Take(reading.device_id, clock_.Now())) {
     CountRejected("rate_limited");
     respond(RateLimited(reading.device_id, *wait));
@@ -134,6 +157,8 @@ void IngestService::HandleOne(const http::Request& request, http::Respond respon
 }
 
 void IngestService::HandleBatch(const http::Request& request, http::Respond respond) {
+  auth::TokenRef token;
+  if (!Authenticate(request, respond, token)) return;
   auto format = IsNdjson(request) ? codec::BatchFormat::kNdjson : codec::BatchFormat::kJsonArray;
   auto decoded = codec::DecodeBatch(request.body(), format, options_.limits, clock_.Now(),
                                     options_.batch_max_items);
@@ -156,6 +181,22 @@ void IngestService::HandleBatch(const http::Request& request, http::Respond resp
     }
   }
   auto& items = std::get<std::vector<codec::BatchItem>>(decoded);
+  if (token) {
+    // One reading the token may not write refuses the whole request: nothing is written, and
+    // no reading takes a rate-limit token or counts as rejected.
+    for (const auto& item : items) {
+      const auto* reading = std::get_if<core::Reading>(&item.result);
+      if (reading != nullptr && !token->MayWrite(reading->device_id)) {
+        respond(guard_->Forbidden(
+            "device_not_allowed",
+            fmt::format("this token may not write device {} (item {}); nothing of the batch "
+                        "was written",
+                        reading->device_id, item.index),
+            "device_id"));
+        return;
+      }
+    }
+  }
   std::vector<bus::Message> messages;
   messages.reserve(items.size());
   // The errors of rejected items, as a JSON array body fragment.

@@ -9,6 +9,10 @@
 // field, is counted by reason, and nothing of it reaches the bus. A device over its rate limit
 // gets 429 with Retry-After (docs/security.md).
 //
+// With a guard (INGEST_AUTH=token, docs/security.md) a request needs a device or gateway token:
+// 401 before the body is decoded, 403 when a reading's device is not the token's (a batch is
+// refused whole, nothing of it written).
+//
 // Thread-safety: handlers run on the listener's I/O threads; responses to accepted readings are
 // sent from the bus's completion thread.
 #pragma once
@@ -21,6 +25,7 @@
 #include "core/time.h"
 #include "http/router.h"
 #include "metrics/metrics.h"
+#include "services/auth_guard.h"
 
 namespace iot::services {
 
@@ -37,9 +42,9 @@ struct IngestOptions {
 
 class IngestService {
  public:
-  // The producer, registry and clock must outlive the service.
+  // The producer, registry, clock and guard must outlive the service; no guard: no tokens.
   IngestService(IngestOptions options, bus::Producer& producer, metrics::Registry& registry,
-                const core::Clock& clock);
+                const core::Clock& clock, AuthGuard* guard = nullptr);
 
   // RegisterRoutes adds POST /ingest and POST /ingest/batch to `router`.
   void RegisterRoutes(http::Router& router);
@@ -48,10 +53,14 @@ class IngestService {
   void HandleOne(const http::Request& request, http::Respond respond);
   void HandleBatch(const http::Request& request, http::Respond respond);
   void CountRejected(std::string_view code);
+  // Authenticate answers 401/403 through `respond` and returns false, or returns true with
+  // `token` set (null without a guard).
+  bool Authenticate(const http::Request& request, http::Respond& respond, auth::TokenRef& token);
 
   IngestOptions options_;
   bus::Producer& producer_;
   const core::Clock& clock_;
+  AuthGuard* guard_;
   core::RateLimiter device_limiter_;
   // Probe: the ingest metrics.
   metrics::Counter& accepted_;

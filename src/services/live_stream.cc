@@ -65,10 +65,11 @@ class TailListener final : public bus::AssignmentListener {
 }  // namespace
 
 LiveStream::LiveStream(LiveStreamOptions options, store::Store& store, ReadingSource readings,
-                       metrics::Registry& registry)
+                       metrics::Registry& registry, AuthGuard* guard)
     : options_(options),
       store_(store),
       readings_(std::move(readings)),
+      guard_(guard),
       clients_gauge_(registry.AddGauge("dashboard_stream_clients",
                                        "Clients connected to GET /stream.")),
       events_(registry.AddCounterFamily("dashboard_stream_events_total",
@@ -103,6 +104,12 @@ void LiveStream::RegisterRoutes(http::Router& router) {
       bh::verb::get, "/stream",
       [this](const http::Request& req, const http::PathParams&,
              std::shared_ptr<http::StreamWriter> writer) -> std::optional<http::Response> {
+        std::string prefix;
+        if (guard_) {
+          auto who = guard_->Reader(req);
+          if (auto* refused = std::get_if<http::Response>(&who)) return std::move(*refused);
+          prefix = std::get<auth::TokenRef>(who)->prefix;
+        }
         const auto target = req.target();
         std::string device;
         if (auto d = http::QueryParam({target.data(), target.size()}, "device_id")) {
@@ -111,6 +118,12 @@ void LiveStream::RegisterRoutes(http::Router& router) {
                                    "device_id must be a device id", "device_id");
           }
           device = std::move(*d);
+          if (!std::string_view(device).starts_with(prefix)) {
+            return guard_->Forbidden("out_of_scope",
+                                     "this token may read only devices whose id starts with " +
+                                         prefix,
+                                     "device_id");
+          }
         }
         std::lock_guard lock(mu_);
         if (stopping_) return http::MakeError(503, "shutting_down", "the server is stopping");
@@ -122,7 +135,8 @@ void LiveStream::RegisterRoutes(http::Router& router) {
         }
         // "retry:" tells EventSource how soon to reconnect after the connection drops.
         if (!writer->Write(": iotd live stream\nretry: 2000\n\n")) return std::nullopt;
-        clients_.emplace(next_client_++, Client{std::move(writer), std::move(device)});
+        clients_.emplace(next_client_++,
+                         Client{std::move(writer), std::move(device), std::move(prefix)});
         clients_gauge_.Set(static_cast<double>(clients_.size()));
         wake_.notify_all();  // the sources start reading
         return std::nullopt;
@@ -139,11 +153,12 @@ std::size_t LiveStream::Clients() {
   return clients_.size();
 }
 
-void LiveStream::Publish(std::string_view event, std::string_view device_id) {
+void LiveStream::Publish(std::string_view event, std::string_view device_id, bool reading) {
   std::lock_guard lock(mu_);
   for (auto it = clients_.begin(); it != clients_.end();) {
     Client& c = it->second;
-    if (!device_id.empty() && !c.device_id.empty() && c.device_id != device_id) {
+    if ((reading && !c.device_id.empty() && c.device_id != device_id) ||
+        (!device_id.empty() && !device_id.starts_with(c.prefix))) {
       ++it;
       continue;
     }
@@ -164,7 +179,9 @@ void LiveStream::Publish(std::string_view event, std::string_view device_id) {
 bool LiveStream::Wanted(std::string_view device_id) {
   std::lock_guard lock(mu_);
   for (const auto& [id, c] : clients_) {
-    if (c.device_id.empty() || c.device_id == device_id) return true;
+    if ((c.device_id.empty() || c.device_id == device_id) && device_id.starts_with(c.prefix)) {
+      return true;
+    }
   }
   return false;
 }
@@ -176,7 +193,7 @@ void LiveStream::PublishReading(const core::Reading& reading, std::int64_t id) {
   codec::JsonWriter w(json);
   codec::WriteReading(w, reading, id);
   events_.With({"reading"}).Inc();
-  Publish(Event("reading", json), reading.device_id);
+  Publish(Event("reading", json), reading.device_id, true);
 }
 
 void LiveStream::PublishAlert(const core::Alert& alert) {
@@ -184,7 +201,7 @@ void LiveStream::PublishAlert(const core::Alert& alert) {
   codec::JsonWriter w(json);
   codec::WriteAlert(w, alert);
   events_.With({"alert"}).Inc();
-  Publish(Event("alert", json), {});
+  Publish(Event("alert", json), alert.device_id, false);
 }
 
 bool LiveStream::Sleep(std::chrono::milliseconds d) {
@@ -273,7 +290,7 @@ void LiveStream::WatchAlerts() {
 }
 
 void LiveStream::KeepAlive() {
-  while (Sleep(options_.keepalive)) Publish(": keepalive\n\n", {});
+  while (Sleep(options_.keepalive)) Publish(": keepalive\n\n", {}, false);
 }
 
 }  // namespace iot::services

@@ -8,6 +8,10 @@
 //
 // `GET /stream?device_id=dev-1` sends only that device's readings (alerts of every device).
 //
+// With a guard (DASHBOARD_AUTH=token) the stream needs a read token, like the dashboard API; a
+// token scoped to a device-id prefix gets only those devices' readings and alerts (and 403 for a
+// device_id outside it). Browsers send the token with fetch(), as EventSource cannot send headers.
+//
 // Sources. Readings come from the telemetry bus itself, read from its end by a consumer of our
 // own that commits nothing (the embedded bus's anonymous reader, or a Kafka consumer group of
 // this process), so an event follows the reading's acknowledgement by a poll interval, not by
@@ -40,6 +44,7 @@
 #include "core/reading.h"
 #include "http/router.h"
 #include "metrics/metrics.h"
+#include "services/auth_guard.h"
 #include "store/store.h"
 
 namespace iot::services {
@@ -66,8 +71,9 @@ class LiveStream {
  public:
   // `store` (for alerts) must outlive the LiveStream; `readings.consumer` may be null (then no
   // reading events). Starts its threads.
+  // `guard`, when given, must outlive the LiveStream too.
   LiveStream(LiveStreamOptions options, store::Store& store, ReadingSource readings,
-             metrics::Registry& registry);
+             metrics::Registry& registry, AuthGuard* guard = nullptr);
   // Stops the threads and ends every stream.
   ~LiveStream();
   LiveStream(const LiveStream&) = delete;
@@ -88,9 +94,12 @@ class LiveStream {
   struct Client {
     std::shared_ptr<http::StreamWriter> writer;
     std::string device_id;  // empty: every device
+    std::string prefix;     // a read token's scope: only devices whose id starts with it
   };
 
-  void Publish(std::string_view event, std::string_view device_id);
+  // Publish sends `event` to the clients that see `device_id` (empty: every client); a
+  // reading goes only to clients of that device (or of every device).
+  void Publish(std::string_view event, std::string_view device_id, bool reading);
   // Wanted reports whether a client listens to readings of `device_id`.
   bool Wanted(std::string_view device_id);
   void TailReadings();
@@ -101,6 +110,7 @@ class LiveStream {
   const LiveStreamOptions options_;
   store::Store& store_;
   ReadingSource readings_;
+  AuthGuard* guard_;
 
   mutable std::mutex mu_;
   std::condition_variable wake_;

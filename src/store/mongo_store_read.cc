@@ -23,6 +23,32 @@ Error Corrupt(std::string_view collection, std::string_view what) {
 }
 
 // AppendRange adds {field: {$gte: from, $lt: to}} when the range has a bound.
+// PrefixUpper is the smallest string above every string starting with `prefix` (nullopt: none).
+std::optional<std::string> PrefixUpper(std::string next) {
+  while (!next.empty() && static_cast<unsigned char>(next.back()) == 0xff) next.pop_back();
+  if (next.empty()) return std::nullopt;
+  next.back() = static_cast<char>(static_cast<unsigned char>(next.back()) + 1);
+  return next;
+}
+
+// AppendDevice adds a query's device filter: its device_id, or the range of ids that start with
+// its device_prefix (a read token's scope; the device_id indexes serve it). Returns false when
+// the two contradict each other: nothing can match.
+template <typename Q>
+bool AppendDevice(Builder& b, const Q& q) {
+  if (q.device_id) {
+    if (q.device_prefix && !q.device_id->starts_with(*q.device_prefix)) return false;
+    b.Str("device_id", *q.device_id);
+  } else if (q.device_prefix && !q.device_prefix->empty()) {
+    auto upper = PrefixUpper(*q.device_prefix);
+    b.Doc("device_id", [&](Builder& r) {
+      r.Str("$gte", *q.device_prefix);
+      if (upper) r.Str("$lt", *upper);
+    });
+  }
+  return true;
+}
+
 void AppendRange(Builder& b, const char* field, const TimeRange& range) {
   if (!range.from && !range.to) return;
   b.Doc(field, [&](Builder& r) {
@@ -239,7 +265,7 @@ Result<std::vector<core::Alert>> MongoStore::OpenAlerts() {
 Result<Page<StoredReading>> MongoStore::Telemetry(const TelemetryQuery& q) {
   Bson filter;
   Builder b(filter);
-  if (q.device_id) b.Str("device_id", *q.device_id);
+  if (!AppendDevice(b, q)) return Page<StoredReading>{};
   AppendRange(b, "ts", q.range);
   if (q.after) {
     AppendAfter(b, "ts", core::FromUnixMicros(q.after->ts_us),
@@ -269,7 +295,7 @@ Result<Page<StoredReading>> MongoStore::Telemetry(const TelemetryQuery& q) {
 Result<Page<Aggregate>> MongoStore::Aggregates(const AggregateQuery& q) {
   Bson filter;
   Builder b(filter);
-  if (q.device_id) b.Str("device_id", *q.device_id);
+  if (!AppendDevice(b, q)) return Page<Aggregate>{};
   if (q.sensor_type) b.Str("sensor_type", *q.sensor_type);
   if (q.window) b.Str("window", core::FormatDuration(*q.window));
   AppendRange(b, "timestamp", q.range);
@@ -418,7 +444,7 @@ Result<std::optional<core::Alert>> MongoStore::Acknowledge(std::int64_t id,
 Result<Page<core::Alert>> MongoStore::Alerts(const AlertQuery& q) {
   Bson filter;
   Builder b(filter);
-  if (q.device_id) b.Str("device_id", *q.device_id);
+  if (!AppendDevice(b, q)) return Page<core::Alert>{};
   if (q.status) {
     b.Str("status", core::AlertStatusName(*q.status));
   } else {

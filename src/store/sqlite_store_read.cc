@@ -79,6 +79,17 @@ Bounds BoundsOf(const TimeRange& range, const std::optional<Cursor>& after) {
   return b;
 }
 
+// OutsidePrefix reports whether a query's device_id contradicts its device_prefix (an empty
+// answer), and Scoped whether the prefix must be checked item by item (no device_id given).
+template <typename Q>
+bool OutsidePrefix(const Q& q) {
+  return q.device_id && q.device_prefix && !q.device_id->starts_with(*q.device_prefix);
+}
+template <typename Q>
+bool Scoped(const Q& q) {
+  return !q.device_id && q.device_prefix && !q.device_prefix->empty();
+}
+
 // PrefixEnd returns the smallest string greater than every string starting with `prefix`, or
 // nullopt when there is none (the prefix is all 0xff bytes).
 std::optional<std::string> PrefixEnd(std::string prefix) {
@@ -188,7 +199,7 @@ Result<Device> DeviceFromRow(const Query& q) {
 Result<Page<StoredReading>> SqliteStore::Impl::Telemetry(const TelemetryQuery& query) {
   Page<StoredReading> page;
   Bounds b = BoundsOf(query.range, query.after);
-  if (query.limit == 0 || b.lo > b.hi) return page;
+  if (query.limit == 0 || b.lo > b.hi || OutsidePrefix(query)) return page;
   auto lease = Acquire();
   ReaderConnection& reader = **lease;
   Connection& conn = *reader.conn;
@@ -286,6 +297,11 @@ Result<Page<StoredReading>> SqliteStore::Impl::Telemetry(const TelemetryQuery& q
         if (!id) return id.error();
         name = std::move(*id);
         chunk_device = name;
+        // A read token's scope: other devices' chunks are skipped whole.
+        if (Scoped(query) && !name.starts_with(*query.device_prefix)) {
+          if (Status s = advance(*next); !s) return s.error();
+          continue;
+        }
       }
       auto dec = raw::ChunkDecoder::Open(q->Blob(1));
       if (!dec) return dec.error();
@@ -321,6 +337,7 @@ Result<Page<Aggregate>> SqliteStore::Impl::Aggregates(const AggregateQuery& quer
   Page<Aggregate> page;
   Bounds b = BoundsOf(query.range, query.after);
   if (query.limit == 0 || b.lo > b.hi) return page;
+  if (OutsidePrefix(query)) return page;
   auto lease = Acquire();
   ReaderConnection& reader = **lease;
   Connection& conn = *reader.conn;
@@ -364,12 +381,18 @@ Result<Page<Aggregate>> SqliteStore::Impl::Aggregates(const AggregateQuery& quer
   } else {
     q->Bind(6, kMaxI64).Bind(7, kMaxI64).Bind(8, kMaxI64).Bind(9, kMaxI64);
   }
-  q->Bind(10, SaturatingAdd(ToInt64(query.limit), 1));
+  // With a scope, rows of other devices are skipped while stepping, so no LIMIT in SQL.
+  q->Bind(10, Scoped(query) ? kMaxI64 : SaturatingAdd(ToInt64(query.limit), 1));
   std::int64_t last_packed = 0;
   while (true) {
     auto row = q->Step();
     if (!row) return row.error();
     if (!*row) break;
+    if (Scoped(query)) {
+      auto scoped_id = DeviceIdOf(reader, q->Int(1));
+      if (!scoped_id) return scoped_id.error();
+      if (!scoped_id->starts_with(*query.device_prefix)) continue;
+    }
     if (page.items.size() == query.limit) {
       page.next = Cursor{core::ToUnixMicros(page.items.back().key.window_start), last_packed, {}};
       break;
@@ -399,6 +422,7 @@ Result<Page<core::Alert>> SqliteStore::Impl::Alerts(const AlertQuery& query) {
   Page<core::Alert> page;
   Bounds b = BoundsOf(query.range, query.after);
   if (query.limit == 0 || b.lo > b.hi) return page;
+  if (OutsidePrefix(query)) return page;
   auto lease = Acquire();
   Connection& conn = *(*lease)->conn;
   const char* statement = query.device_id ? sql::kAlertsOfDevice
@@ -414,18 +438,19 @@ Result<Page<core::Alert>> SqliteStore::Impl::Alerts(const AlertQuery& query) {
   } else {
     q->Bind(5, kMaxI64).Bind(6, kMaxI64);
   }
-  q->Bind(7, SaturatingAdd(ToInt64(query.limit), 1));
+  q->Bind(7, Scoped(query) ? kMaxI64 : SaturatingAdd(ToInt64(query.limit), 1));
   while (true) {
     auto row = q->Step();
     if (!row) return row.error();
     if (!*row) break;
+    auto alert = AlertFromRow(*q);
+    if (!alert) return alert.error();
+    if (Scoped(query) && !alert->device_id.starts_with(*query.device_prefix)) continue;
     if (page.items.size() == query.limit) {
       const auto& last = page.items.back();
       page.next = Cursor{core::ToUnixMicros(last.created_at), last.id, {}};
       break;
     }
-    auto alert = AlertFromRow(*q);
-    if (!alert) return alert.error();
     page.items.push_back(std::move(*alert));
   }
   return page;

@@ -112,8 +112,12 @@ struct Page {
   std::optional<Cursor> next;  // set only when more items follow
 };
 
+// `device_prefix` in a query keeps only the items of devices whose id starts with it (a read
+// token's scope, docs/security.md); with `device_id` too, both must hold. Filtered in the query,
+// so pages stay full and cursors stay right.
 struct TelemetryQuery {
   std::optional<std::string> device_id;
+  std::optional<std::string> device_prefix = {};
   TimeRange range;                 // on ts
   std::size_t limit = 100;
   std::optional<Cursor> after;
@@ -121,6 +125,7 @@ struct TelemetryQuery {
 
 struct AggregateQuery {
   std::optional<std::string> device_id;
+  std::optional<std::string> device_prefix = {};
   std::optional<std::string> sensor_type;
   std::optional<core::Micros> window;
   TimeRange range;                 // on window start
@@ -130,6 +135,7 @@ struct AggregateQuery {
 
 struct AlertQuery {
   std::optional<std::string> device_id;
+  std::optional<std::string> device_prefix = {};
   std::optional<core::AlertStatus> status;  // nullopt: active and resolved (never pending)
   TimeRange range;                          // on created_at
   std::size_t limit = 100;

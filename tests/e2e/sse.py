@@ -8,16 +8,18 @@ import time
 class SseClient:
     """Reads GET /stream over a raw socket on a thread; keeps the events and the bytes read."""
 
-    def __init__(self, port, query="", rcvbuf=None, read=True, tls=None):
-        """`tls`: an ssl.SSLContext, to read the stream over https (checking the certificate)."""
+    def __init__(self, port, query="", rcvbuf=None, read=True, headers=None, tls=None):
+        """`headers`: more request headers (e.g. Authorization); `tls`: an ssl.SSLContext, to read
+        the stream over https (checking the certificate)."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.connect(("127.0.0.1", port))
         if tls:
             self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self.sock.sendall(f"GET /stream{query} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream"
-                          "\r\n\r\n".encode())
+                          f"\r\n{extra}\r\n".encode())
         self.events = []  # (arrival time, event type, parsed data)
         self.bytes = 0
         self.head = None

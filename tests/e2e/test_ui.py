@@ -22,7 +22,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, Iotd, eventually, request
+from conftest import IOTD, ROOT, Iotd, eventually, request
 
 UI_DIR = ROOT / "tests/ui"
 ARTIFACTS = ROOT / "build/test-logs/ui"
@@ -161,3 +161,41 @@ def test_ui_files_are_served_and_unknown_ones_are_404(server):
     assert missing.status == 404 and missing.json()["error"] == "not_found"
     etag = server.get("/ui/app.js").headers["ETag"]
     assert request("GET", server.dash("/ui/app.js"), headers={"If-None-Match": etag}).status == 304
+
+
+def test_with_dashboard_auth_the_ui_asks_for_a_read_token_then_shows_devices_and_live_readings(
+        tmp_path):
+    """DASHBOARD_AUTH=token (docs/security.md): the page asks for a read token, keeps it in the
+    tab, and sends it as a header on every API request and on the stream (never in a URL)."""
+    tokens_file = tmp_path / "tokens"
+    made = subprocess.run([IOTD, "token", "create", "--read", "--tokens-file", str(tokens_file)],
+                          capture_output=True, text=True, timeout=20)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    iotd = Iotd(tmp_path / "data", env={"STORE": "sqlite", "DASHBOARD_AUTH": "token",
+                                        "TOKENS_FILE": str(tokens_file)}).start()
+    try:
+        batch = readings(datetime.datetime.now(datetime.timezone.utc))
+        assert iotd.post(batch, path="/ingest/batch").status == 202
+        auth = {"Authorization": f"Bearer {token}"}
+        assert eventually(lambda: iotd.get(f"/devices/{DEVICE}", headers=auth).status == 200)
+        assert iotd.get("/devices").status == 401
+        install_playwright()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, IOTD_DASHBOARD_URL=iotd.dash(), IOTD_INGEST_URL=iotd.ingest(),
+                   UI_DEVICE=DEVICE, UI_READ_TOKEN=token, UI_ARTIFACTS_DIR=str(ARTIFACTS),
+                   CHROMIUM=CHROMIUM)
+        proc = subprocess.run(["node", str(UI_DIR / "ui_auth_check.mjs")], cwd=UI_DIR, env=env,
+                              capture_output=True, text=True, timeout=120)
+        lines = proc.stdout.strip().splitlines()
+        assert lines, f"ui_auth_check.mjs printed nothing (exit {proc.returncode}):\n{proc.stderr}"
+        result = json.loads(lines[-1])
+        assert proc.returncode == 0 and "failed" not in result, \
+            f"{json.dumps(result, indent=2)}\n{proc.stderr}\n{iotd.tail()}"
+        checks = result["checks"]
+        assert checks["asked_for_token"] and checks["device_listed"] and checks["prompt_gone"]
+        assert checks["token_in_session_storage"] and checks["stream_with_token"]
+        assert checks["live_points"]["after"] == [n + 1 for n in checks["live_points"]["before"]]
+        assert result["token_in_urls"] == [] and result["errors"] == [], result
+    finally:
+        iotd.stop()

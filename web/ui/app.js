@@ -1,8 +1,11 @@
 // app.js: the iotd web UI. Plain DOM code, no framework and no build step.
 //
 // The view comes from the URL's hash: #/ (overview), #/devices, #/devices/{id}, #/alerts. Each
-// view reads the dashboard's JSON API (same origin) and stays live with one EventSource on
-// GET /stream ("reading" and "alert" events; the browser reconnects by itself). Charts are uPlot
+// view reads the dashboard's JSON API (same origin) and stays live with one stream on
+// GET /stream ("reading" and "alert" events), read with fetch() so that it can carry the read
+// token (EventSource cannot send headers); it reconnects by itself. With DASHBOARD_AUTH=token
+// the API answers 401: the page asks for a read token once, keeps it in sessionStorage (this tab
+// only, gone when it closes) and sends it as `Authorization: Bearer`; never in a URL. Charts are uPlot
 // (window.uPlot, from /ui/uPlot.iife.min.js). Elements tests look for carry data-testid.
 //
 // Everything shown that comes from devices (ids, messages) is inserted as text, never as HTML.
@@ -28,7 +31,7 @@ const MAX_ROWS = 500;
 const app = {
   config: { stale_after_s: 300 },
   listeners: new Set(),  // fn(type, data) of the current view, called for each stream event
-  stream: null,
+  stream: null,  // { close() } of the current stream
   streamUrl: '',
   range: '1h',
   deviceFilter: '',
@@ -53,8 +56,59 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// --- the read token (DASHBOARD_AUTH=token, docs/security.md) ---------------------------------
+
+const TOKEN_KEY = 'iotd-read-token';
+let tokenPrompt = null;  // the open prompt's promise: concurrent 401s share it
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+// askForToken shows a form that asks for a read token; resolves when one was entered.
+function askForToken(message) {
+  if (tokenPrompt) return tokenPrompt;
+  tokenPrompt = new Promise((resolve) => {
+    const input = h('input', { type: 'password', autocomplete: 'off', spellcheck: 'false',
+      placeholder: 'iotd_…', 'data-testid': 'token-input', 'aria-label': 'read token' });
+    const form = h('form', { class: 'token-form' },
+      h('h2', {}, 'Read token needed'),
+      h('p', {}, message),
+      h('p', { class: 'hint' }, 'Create one with ', h('code', {}, 'iotd token create --read'),
+        '. It is kept in this tab only.'),
+      input,
+      h('button', { type: 'submit', 'data-testid': 'token-submit' }, 'Open the dashboard'));
+    const overlay = h('div', { class: 'token-overlay', 'data-testid': 'token-prompt' }, form);
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const token = input.value.trim();
+      if (!token) return;
+      sessionStorage.setItem(TOKEN_KEY, token);
+      overlay.remove();
+      tokenPrompt = null;
+      resolve();
+    });
+    document.body.append(overlay);
+    input.focus();
+  });
+  return tokenPrompt;
+}
+
+// authFetch is fetch with the read token; on 401 it asks for a (new) token and tries again.
+async function authFetch(path, init = {}) {
+  for (;;) {
+    const r = await fetch(path, { ...init, headers: { ...init.headers, ...authHeaders() } });
+    if (r.status !== 401) return r;
+    const had = sessionStorage.getItem(TOKEN_KEY);
+    sessionStorage.removeItem(TOKEN_KEY);
+    await askForToken(had ? 'The token was not accepted (revoked or mistyped). Enter a read token.'
+      : 'This dashboard needs a read token.');
+  }
+}
+
 async function api(path, init = {}) {
-  const r = await fetch(path, { ...init, headers: { Accept: 'application/json', ...init.headers } });
+  const r = await authFetch(path, { ...init, headers: { Accept: 'application/json', ...init.headers } });
   if (!r.ok) {
     const err = new Error(`${init.method || 'GET'} ${path}: HTTP ${r.status}`);
     err.status = r.status;
@@ -67,7 +121,7 @@ async function api(path, init = {}) {
 async function apiAll(path, maxPages = 10) {
   let out = [];
   for (let page = 0; path && page < maxPages; page++) {
-    const r = await fetch(path, { headers: { Accept: 'application/json' } });
+    const r = await authFetch(path, { headers: { Accept: 'application/json' } });
     if (!r.ok) throw new Error(`GET ${path}: HTTP ${r.status}`);
     out = out.concat(await r.json());
     const m = /<([^>]+)>\s*;\s*rel="next"/.exec(r.headers.get('Link') || '');
@@ -141,34 +195,64 @@ function setLive(state) {
   liveBadge.textContent = state;
 }
 
-// useStream points the page's one EventSource at `url` (reopening it only when it changes).
+// dispatchSse hands one Server-Sent Event's block ("event: x\ndata: {...}") to the views.
+function dispatchSse(block) {
+  let type = 'message';
+  const data = [];
+  for (const line of block.split('\n')) {
+    if (line.startsWith('event:')) type = line.slice(6).trim();
+    else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+  }
+  if (!data.length || (type !== 'reading' && type !== 'alert')) return;
+  let parsed;
+  try { parsed = JSON.parse(data.join('\n')); } catch { return; }
+  for (const fn of app.listeners) fn(type, parsed);
+}
+
+// useStream points the page's one stream at `url` (reopening it only when it changes). It is
+// read with fetch() and a stream reader, so it carries the read token; when it ends it is opened
+// again after 2 s (5 s after an HTTP error), and the views reload what the gap may have missed.
 function useStream(url) {
   if (app.streamUrl === url && app.stream) return;
   app.stream?.close();
   app.streamUrl = url;
-  setLive('connecting');
-  const es = new EventSource(url);
-  // After a reconnect, events of the gap are lost: views reload on a 'reconnect' event.
+  const abort = new AbortController();
+  const stream = { close: () => abort.abort() };
+  app.stream = stream;
   let opened = false;
-  es.onopen = () => {
-    setLive('live');
-    if (opened) for (const fn of app.listeners) fn('reconnect', null);
-    opened = true;
+  const run = async () => {
+    while (!abort.signal.aborted && app.stream === stream) {
+      setLive(opened ? 'reconnecting' : 'connecting');
+      let delay = 2000;
+      try {
+        const r = await authFetch(url, { headers: { Accept: 'text/event-stream' },
+          signal: abort.signal, cache: 'no-store' });
+        if (!r.ok || !r.body) throw new Error(`GET ${url}: HTTP ${r.status}`);
+        setLive('live');
+        // After a reconnect, events of the gap are lost: views reload on a 'reconnect' event.
+        if (opened) for (const fn of app.listeners) fn('reconnect', null);
+        opened = true;
+        const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value.replace(/\r\n?/g, '\n');
+          let end;
+          while ((end = buffer.indexOf('\n\n')) >= 0) {
+            dispatchSse(buffer.slice(0, end));
+            buffer = buffer.slice(end + 2);
+          }
+        }
+      } catch (err) {
+        if (abort.signal.aborted) return;
+        setLive('offline');
+        delay = 5000;
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
   };
-  es.onerror = () => {
-    if (es.readyState !== EventSource.CLOSED) { setLive('reconnecting'); return; }
-    // The browser gave up (e.g. an HTTP error); try again later ourselves.
-    setLive('offline');
-    setTimeout(() => { if (app.stream === es) { app.stream = null; useStream(url); } }, 5000);
-  };
-  for (const type of ['reading', 'alert']) {
-    es.addEventListener(type, (ev) => {
-      let data;
-      try { data = JSON.parse(ev.data); } catch { return; }
-      for (const fn of app.listeners) fn(type, data);
-    });
-  }
-  app.stream = es;
+  run();
 }
 
 // --- views --------------------------------------------------------------------------------------

@@ -89,6 +89,22 @@ TEST(LoadGenerator, PutsTheBaseUrlPathInFrontOfTheTarget) {
   for (const auto& request : server.requests()) EXPECT_EQ(request.target, "/gateway/ingest");
 }
 
+TEST(LoadGenerator, SendsTheTokenAsABearerHeaderOnlyWhenGiven) {
+  TestHttpServer server;
+  LoadgenOptions options = ShortRun(server);
+  options.duration = 50ms;
+  ASSERT_GT(RunToEnd(options).sent, 0u);
+  for (const auto& request : server.requests()) EXPECT_EQ(request.authorization, "");
+  TestHttpServer with_token;
+  options = ShortRun(with_token);
+  options.duration = 50ms;
+  options.token = "iotd_0123456789ab_secret";
+  ASSERT_GT(RunToEnd(options).sent, 0u);
+  for (const auto& request : with_token.requests()) {
+    EXPECT_EQ(request.authorization, "Bearer iotd_0123456789ab_secret");
+  }
+}
+
 TEST(LoadGenerator, BatchPostsArraysOfTheRequestedSizeToIngestBatch) {
   TestHttpServer server;
   LoadgenOptions options = ShortRun(server);

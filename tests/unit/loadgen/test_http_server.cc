@@ -53,7 +53,8 @@ struct TestHttpServer::Impl {
       if (ec) break;
       ReceivedRequest received{std::string(request.method_string()), std::string(request.target()),
                                std::string(request[http::field::host]),
-                               std::string(request[http::field::content_type]), request.body(), id};
+                               std::string(request[http::field::content_type]), request.body(), id,
+                               std::string(request[http::field::authorization])};
       std::uint64_t index = 0;
       {
         std::lock_guard lock(server.mu_);

@@ -27,6 +27,7 @@ struct ReceivedRequest {
   std::string content_type;
   std::string body;
   int connection = 0;  // 1, 2, ... in accept order
+  std::string authorization = {};  // the Authorization header (LoadgenOptions::token)
 };
 
 enum class Action {

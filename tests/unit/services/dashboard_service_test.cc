@@ -18,6 +18,9 @@
 #include "core/window.h"
 #include "http/router.h"
 #include "services/dashboard_service.h"
+
+#include "auth/authenticator.h"
+#include "auth/token_file.h"
 #include "services_test_util.h"
 
 namespace iot::services {
@@ -584,6 +587,74 @@ TEST(DashboardStoreDownTest, EveryStoreReadIsAnswered503WithRetryAfter) {
     EXPECT_EQ(std::string_view(parser.parse(r.body())["error"]), "store_unavailable");
   }
   EXPECT_EQ(Get(router, "/").result_int(), 200u);  // the seed's health check needs no store
+}
+
+// With a guard (DASHBOARD_AUTH=token): a read token scoped to "dev-1" sees dev-1 only; lists are
+// filtered, other devices' routes are 403, the fleet-wide ones too, and another device's alert
+// does not exist for it.
+class GuardedDashboardTest : public DashboardServiceTest {
+ protected:
+  GuardedDashboardTest() {
+    const std::string path = dir_.path() + "/tokens";
+    auth::MadeToken scoped = auth::MakeToken(), device = auth::MakeToken();
+    auth::Token s{.id = scoped.id, .kind = auth::Kind::kRead, .prefix = "dev-1",
+                  .digest = scoped.digest};
+    auth::Token d{.id = device.id, .kind = auth::Kind::kDevice, .devices = {"dev-1"},
+                  .digest = device.digest};
+    EXPECT_TRUE(auth::WriteTokensFile(path, {s, d}).ok());
+    scoped_ = scoped.text;
+    device_ = device.text;
+    authenticator_ = std::move(*auth::Authenticator::Open({.path = path}));
+    metrics_ = std::make_unique<AuthMetrics>(registry_);
+    guard_ = std::make_unique<AuthGuard>(*authenticator_, "dashboard", *metrics_);
+    guarded_ = std::make_unique<DashboardService>(*store_, clock_, guard_.get());
+    guarded_->RegisterRoutes(guarded_router_);
+  }
+  http::Response GetWith(const std::string& target, const std::string& token) {
+    auto req = testing::MakeRequest(http::beast::http::verb::get, target);
+    if (!token.empty()) req.set(http::beast::http::field::authorization, "Bearer " + token);
+    return testing::Serve(guarded_router_, std::move(req))->Response();
+  }
+
+  std::string scoped_, device_;
+  std::unique_ptr<auth::Authenticator> authenticator_;
+  metrics::Registry registry_;
+  std::unique_ptr<AuthMetrics> metrics_;
+  std::unique_ptr<AuthGuard> guard_;
+  http::Router guarded_router_;
+  std::unique_ptr<DashboardService> guarded_;
+};
+
+TEST_F(GuardedDashboardTest, AScopedReadTokenSeesOnlyItsDevices) {
+  AddReadings();
+  store::WriteBatch alerts;
+  alerts.alert_upserts = {AlertOf(100, "dev-1", core::AlertStatus::kActive, At(30)),
+                          AlertOf(200, "dev-2", core::AlertStatus::kActive, At(40))};
+  IOT_ASSERT_OK(store_->Apply(alerts));
+
+  EXPECT_EQ(GetWith("/devices", "").result_int(), 401u);
+  EXPECT_EQ(GetWith("/devices", device_).result_int(), 403u);
+  for (const char* target : {"/devices", "/telemetry", "/aggregated", "/alerts"}) {
+    auto r = GetWith(target, scoped_);
+    ASSERT_EQ(r.result_int(), 200u) << target;
+    simdjson::dom::array items = parser_.parse(r.body());
+    for (auto item : items) {
+      EXPECT_EQ(std::string_view(item["device_id"]), "dev-1") << target << " " << r.body();
+    }
+  }
+  EXPECT_EQ(Ids(GetWith("/telemetry?limit=2", scoped_)), (std::vector<std::string>{"5", "4"}));
+  EXPECT_EQ(GetWith("/devices/dev-1/telemetry", scoped_).result_int(), 200u);
+  EXPECT_EQ(GetWith("/devices/dev-2/telemetry", scoped_).result_int(), 403u);
+  EXPECT_EQ(GetWith("/devices/dev-2", scoped_).result_int(), 403u);
+  EXPECT_EQ(GetWith("/alerts?device_id=dev-2", scoped_).result_int(), 403u);
+  EXPECT_EQ(GetWith("/stats", scoped_).result_int(), 403u);
+  EXPECT_EQ(GetWith("/dlq", scoped_).result_int(), 403u);
+  EXPECT_EQ(GetWith("/alerts/100", scoped_).result_int(), 200u);
+  EXPECT_EQ(GetWith("/alerts/200", scoped_).result_int(), 404u);
+  EXPECT_EQ(GetWith("/", "").result_int(), 200u);  // the seed's health answer stays open
+  EXPECT_EQ(testing::MetricValue(
+                registry_, R"(auth_requests_denied_total{role="dashboard",reason="out_of_scope"})"),
+            5);  // the 404 of another scope's alert is not a refusal
 }
 
 }  // namespace

@@ -17,6 +17,9 @@
 #include "http/router.h"
 #include "metrics/metrics.h"
 #include "services/ingest_service.h"
+
+#include "auth/authenticator.h"
+#include "auth/token_file.h"
 #include "services_test_util.h"
 
 namespace iot::services {
@@ -412,6 +415,91 @@ TEST_F(IngestServiceTest, RoutesDeclareTheirBodyLimitsAndMediaTypes) {
   EXPECT_FALSE(http::MediaTypeMatches("text/plain", batch_options.content_types));
 
   EXPECT_EQ(testing::Get(router_, "/ingest").result_int(), 405u);
+}
+
+// With a guard (INGEST_AUTH=token): the token is checked before the body is decoded, a reading of
+// another device is 403, and nothing of a refused request reaches the bus.
+class GuardedIngestTest : public IngestServiceTest {
+ protected:
+  GuardedIngestTest() {
+    const std::string path = dir_.path() + "/tokens";
+    auth::MadeToken gateway = auth::MakeToken(), read = auth::MakeToken();
+    auth::Token g{.id = gateway.id, .kind = auth::Kind::kGateway, .devices = {"a", "b"},
+                  .digest = gateway.digest};
+    auth::Token r{.id = read.id, .kind = auth::Kind::kRead, .digest = read.digest};
+    EXPECT_TRUE(auth::WriteTokensFile(path, {g, r}).ok());
+    gateway_ = gateway.text;
+    read_ = read.text;
+    authenticator_ = std::move(*auth::Authenticator::Open({.path = path}));
+    metrics_ = std::make_unique<AuthMetrics>(guard_registry_);
+    guard_ = std::make_unique<AuthGuard>(*authenticator_, "ingest", *metrics_);
+    guarded_ = std::make_unique<IngestService>(options_, producer_, guard_registry_, clock_,
+                                               guard_.get());
+    guarded_->RegisterRoutes(guarded_router_);
+  }
+  std::shared_ptr<testing::Call> PostWith(const std::string& target, std::string body,
+                                           const std::string& token) {
+    auto req = testing::MakeRequest(bh::verb::post, target, std::move(body), "application/json");
+    if (!token.empty()) req.set(bh::field::authorization, "Bearer " + token);
+    return testing::Serve(guarded_router_, std::move(req));
+  }
+
+  testing::TempDir dir_;
+  std::string gateway_, read_;
+  std::unique_ptr<auth::Authenticator> authenticator_;
+  metrics::Registry guard_registry_;
+  std::unique_ptr<AuthMetrics> metrics_;
+  std::unique_ptr<AuthGuard> guard_;
+  http::Router guarded_router_;
+  std::unique_ptr<IngestService> guarded_;
+};
+
+TEST_F(GuardedIngestTest, RefusedRequestsGetTheirStatusAndNothingReachesTheBus) {
+  struct Case {
+    std::string target, body, token;
+    unsigned status;
+    std::string error;
+  };
+  const std::vector<Case> cases = {
+      {"/ingest", ReadingJson("a"), "", 401, "unauthorized"},
+      {"/ingest", "{broken", "", 401, "unauthorized"},  // the token is checked first
+      {"/ingest", ReadingJson("a"), "iotd_x", 401, "invalid_token"},
+      {"/ingest", ReadingJson("c"), gateway_, 403, "forbidden"},
+      {"/ingest", ReadingJson("a"), read_, 403, "forbidden"},
+      {"/ingest/batch", "[" + ReadingJson("a") + "," + ReadingJson("c") + "]", gateway_, 403,
+       "forbidden"},
+  };
+  for (const auto& c : cases) {
+    auto r = PostWith(c.target, c.body, c.token)->Response();
+    EXPECT_EQ(r.result_int(), c.status) << c.target << " " << c.body;
+    EXPECT_NE(r.body().find("\"error\":\"" + c.error + "\""), std::string::npos) << r.body();
+    if (c.status == 401) {
+      EXPECT_FALSE(testing::Header(r, "WWW-Authenticate").empty());
+    }
+  }
+  EXPECT_TRUE(producer_.Calls().empty());
+  EXPECT_EQ(testing::MetricValue(guard_registry_,
+                                 R"(auth_requests_denied_total{role="ingest",reason="missing"})"),
+            2);
+  EXPECT_EQ(testing::MetricValue(
+                guard_registry_,
+                R"(auth_requests_denied_total{role="ingest",reason="device_not_allowed"})"),
+            2);
+
+  auto ok = PostWith("/ingest/batch", "[" + ReadingJson("a") + "," + ReadingJson("b") + "]",
+                     gateway_)->Response();
+  EXPECT_EQ(ok.result_int(), 202u) << ok.body();
+  ASSERT_EQ(producer_.Calls().size(), 1u);
+  EXPECT_EQ(producer_.Calls()[0].size(), 2u);
+}
+
+TEST(BearerToken, TakesTheTokenOfABearerHeaderOnly) {
+  EXPECT_EQ(BearerToken(""), std::optional<std::string_view>(""));
+  EXPECT_EQ(BearerToken("Bearer abc"), std::optional<std::string_view>("abc"));
+  EXPECT_EQ(BearerToken("bearer  abc "), std::optional<std::string_view>("abc"));
+  EXPECT_EQ(BearerToken("Basic abc"), std::nullopt);
+  EXPECT_EQ(BearerToken("Bearer"), std::nullopt);
+  EXPECT_EQ(BearerToken("abc"), std::nullopt);
 }
 
 }  // namespace

@@ -856,6 +856,77 @@ TEST_P(StoreConformance, AlertsFilterAndPaginateNewestFirstByCreatedAtThenId) {
   }
 }
 
+// A read token's scope (docs/security.md): only devices whose id starts with the prefix, with
+// pages that stay full and cursors that continue right although other devices' items lie
+// between them.
+TEST_P(StoreConformance, DevicePrefixKeepsOnlyTheScopedDevicesAndPagesStayFull) {
+  const std::vector<std::string> devices = {"site-a-1", "site-b-1", "site-a-2", "site-ab",
+                                            "site-a_x", "other"};
+  std::vector<StoredReading> rs;
+  WriteBatch b;
+  std::int64_t id = 1;
+  for (int i = 0; i < 60; ++i) {
+    const std::string& dev = devices[static_cast<std::size_t>(i) % devices.size()];
+    rs.push_back(MakeReading(id++, dev, At(i)));
+    b.aggregates.push_back(Delta(dev, "temperature_c", Micros(minutes(1)), At(60.0 * i), {1.0}));
+    b.alert_upserts.push_back(MakeAlert(5000 + i, dev, AlertStatus::kActive, At(i)));
+  }
+  IOT_ASSERT_OK(store().Apply(b));
+  IOT_ASSERT_OK(store().Apply(BatchOf(rs)));
+  auto in_scope = [](const std::string& d) { return d.starts_with("site-a-"); };
+
+  TelemetryQuery tq;
+  tq.device_prefix = "site-a-";
+  tq.limit = 3;
+  std::vector<std::int64_t> want_readings;
+  for (auto it = rs.rbegin(); it != rs.rend(); ++it) {
+    if (in_scope(it->reading.device_id)) want_readings.push_back(it->id.value);
+  }
+  auto first = Must(store().Telemetry(tq));
+  EXPECT_EQ(first.items.size(), 3u);
+  EXPECT_EQ(Ids(ReadAll(store(), tq)), want_readings);
+
+  AggregateQuery aq;
+  aq.device_prefix = "site-a-";
+  aq.limit = 4;
+  std::vector<std::string> got_devices;
+  std::size_t aggregates = 0;
+  for (int guard = 0; guard < 100; ++guard) {
+    auto page = Must(store().Aggregates(aq));
+    if (page.next) {
+      EXPECT_EQ(page.items.size(), aq.limit);
+    }
+    for (const auto& a : page.items) {
+      EXPECT_TRUE(in_scope(a.key.device_id)) << a.key.device_id;
+      ++aggregates;
+    }
+    if (!page.next) break;
+    aq.after = page.next;
+  }
+  EXPECT_EQ(aggregates, 20u);
+
+  AlertQuery lq;
+  lq.device_prefix = "site-a-";
+  lq.limit = 7;
+  auto alerts = ReadAllAlerts(store(), lq);
+  EXPECT_EQ(alerts.size(), 20u);
+  for (const auto& a : alerts) EXPECT_TRUE(in_scope(a.device_id)) << a.device_id;
+
+  // A device id outside the prefix gives nothing; inside, that device's items.
+  tq = TelemetryQuery{};
+  tq.device_id = "site-b-1";
+  tq.device_prefix = "site-a-";
+  EXPECT_TRUE(Must(store().Telemetry(tq)).items.empty());
+  aq = AggregateQuery{};
+  aq.device_id = "other";
+  aq.device_prefix = "site-a-";
+  EXPECT_TRUE(Must(store().Aggregates(aq)).items.empty());
+  lq = AlertQuery{};
+  lq.device_id = "site-a-2";
+  lq.device_prefix = "site-a-";
+  EXPECT_EQ(ReadAllAlerts(store(), lq).size(), 10u);
+}
+
 TEST_P(StoreConformance, OpenAlertsReturnsPendingAndActiveAlerts) {
   WriteBatch b;
   b.alert_upserts = {MakeAlert(1, "d1", AlertStatus::kPending, At(1)),
