@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench.sh: the micro-benchmarks (Google Benchmark), the store benchmarks, the system
-# benchmark (bench/system_bench.py) and the cost of authentication (bench/auth_bench.py). Prints
+# benchmark (bench/system_bench.py), the cost of authentication (bench/auth_bench.py), of TLS and
+# rate limits (bench/tls_bench.sh), Kafka and MQTT ingestion. Prints
 # figures; asserts nothing about timing. Each benchmark's output is also saved as
 # $BENCH_OUT/<name>.txt (default $BENCH_BUILD/bench/results; BENCH_BUILD, the build directory,
 # defaults to build/release).
