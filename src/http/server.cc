@@ -713,7 +713,7 @@ class Server::Session : public std::enable_shared_from_this<Session> {
     lingered_ = 0;
     if (req.method() == bhttp::verb::head) stream_->Close();  // the head alone
     WriteStream();
-    ReadWhileStreaming();
+    Discard();
   }
 
   // Pump writes what the stream has queued, or closes once it has ended and all is written.
@@ -728,12 +728,12 @@ class Server::Session : public std::enable_shared_from_this<Session> {
         return;
       }
       if (tls_) {
-        // A read is pending (ReadWhileStreaming), and an SSL stream cannot run a shutdown
+        // A read is pending (Discard), and an SSL stream cannot run a shutdown
         // beside it: everything has been written, so the connection just closes.
         Close();
         return;
       }
-      // Graceful: FIN, then ReadWhileStreaming waits for the client's (up to the linger time).
+      // Graceful: FIN, then Discard waits for the client's (up to the linger time).
       phase_ = Phase::kClosing;
       boost::system::error_code ec;
       socket_.shutdown(Socket::shutdown_send, ec);
@@ -763,9 +763,11 @@ class Server::Session : public std::enable_shared_from_this<Session> {
     });
   }
 
-  // ReadWhileStreaming notices the client going away (a stream has no more requests): what it
-  // sends is discarded, up to kMaxLinger bytes.
-  void ReadWhileStreaming() {
+  // Discard reads and drops what the client sends, up to kMaxLinger bytes, until it closes (or
+  // the deadline closes the connection). While streaming it notices the client going away (a
+  // stream has no more requests); while closing it lets the client read the response before
+  // the connection goes.
+  void Discard() {
     Io([&](auto& stream) {
       stream.async_read_some(
           buffer_.prepare(kReadChunk),
@@ -776,7 +778,7 @@ class Server::Session : public std::enable_shared_from_this<Session> {
               self->Close();
               return;
             }
-            self->ReadWhileStreaming();
+            self->Discard();
           });
     });
   }
@@ -807,22 +809,7 @@ class Server::Session : public std::enable_shared_from_this<Session> {
       return;
     }
     buffer_.clear();
-    SetDeadline(Clock::now() + state_->options.linger_timeout);
-    Linger();
-  }
-
-  void Linger() {
-    socket_.async_read_some(
-        buffer_.prepare(kReadChunk),
-        [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
-          if (self->closed_) return;
-          self->lingered_ += n;
-          if (ec || self->lingered_ > kMaxLinger) {
-            self->Close();
-            return;
-          }
-          self->Linger();
-        });
+    Discard();
   }
 
   void Close() {
