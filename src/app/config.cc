@@ -1,7 +1,6 @@
 #include "app/config.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cstdio>
 
 #include <unistd.h>
@@ -11,8 +10,10 @@
 #include <fmt/format.h>
 
 #include "bus/kafka_bus.h"
+#include "core/text.h"
 #include "core/time.h"
 #include "core/window.h"
+#include "http/response.h"
 #include "services/client_limit.h"
 #include "mqtt/packet.h"
 
@@ -162,39 +163,32 @@ void AddAggregator(CLI::App* app, Config& c) {
       "How often data older than the retention is deleted");
 }
 
-// Trim removes the spaces and tabs around `s`.
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 // ParseRetention checks and converts RAW_RETENTION and AGG_RETENTION; errors name the option.
 Result<store::Retention> ParseRetention(const Config& c) {
   store::Retention r;
-  if (!Trim(c.raw_retention).empty()) {
-    auto raw = core::ParseDuration(Trim(c.raw_retention));
+  if (!core::TrimBlanks(c.raw_retention).empty()) {
+    auto raw = core::ParseDuration(core::TrimBlanks(c.raw_retention));
     if (!raw) {
       return MakeError(Errc::kInvalidArgument,
                        "RAW_RETENTION: not a duration: " + c.raw_retention + " (e.g. 30d)");
     }
     r.raw = *raw;
   }
-  if (Trim(c.agg_retention).empty()) return r;
+  if (core::TrimBlanks(c.agg_retention).empty()) return r;
   auto windows = core::ParseWindows(c.agg_windows);
   if (!windows) return MakeError(Errc::kInvalidArgument, "AGG_WINDOWS: " + windows.error().message);
   std::string_view rest = c.agg_retention;
   while (true) {
     const std::size_t comma = rest.find(',');
-    const std::string_view item = Trim(rest.substr(0, comma));
+    const std::string_view item = core::TrimBlanks(rest.substr(0, comma));
     const std::size_t eq = item.find('=');
     if (eq == std::string_view::npos) {
       return MakeError(Errc::kInvalidArgument,
                        "AGG_RETENTION: expected WINDOW=DURATION (e.g. 1m=7d), got '" +
                            std::string(item) + "'");
     }
-    const std::string_view window_text = Trim(item.substr(0, eq));
-    const std::string_view keep_text = Trim(item.substr(eq + 1));
+    const std::string_view window_text = core::TrimBlanks(item.substr(0, eq));
+    const std::string_view keep_text = core::TrimBlanks(item.substr(eq + 1));
     auto window = core::ParseDuration(window_text);
     if (!window || std::find(windows->begin(), windows->end(), *window) == windows->end()) {
       return MakeError(Errc::kInvalidArgument,
@@ -301,24 +295,6 @@ void AddMqtt(CLI::App* app, Config& c) {
   Opt(app, "--mqtt-cert-file", "MQTT_CERT_FILE", m.cert_file,
       "PEM client certificate for the broker (mqtts://, with MQTT_KEY_FILE)");
   Opt(app, "--mqtt-key-file", "MQTT_KEY_FILE", m.key_file, "PEM private key of MQTT_CERT_FILE");
-}
-
-// PercentDecode decodes %XX in the user info of a URL; nullopt when malformed.
-std::optional<std::string> PercentDecode(std::string_view s) {
-  std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') {
-      out += s[i];
-      continue;
-    }
-    if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
-        !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-      return std::nullopt;
-    }
-    out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
-    i += 2;
-  }
-  return out;
 }
 
 // AddAuth: access control of the APIs a role serves (docs/security.md).
@@ -794,11 +770,11 @@ Result<mqtt::ClientOptions> MqttClientFrom(const Config& c) {
   if (const auto at = url.rfind('@'); at != std::string_view::npos) {
     const auto info = url.substr(0, at);
     const auto colon = info.find(':');
-    auto user = PercentDecode(info.substr(0, colon));
+    auto user = http::PercentDecode(info.substr(0, colon), false);
     if (!user) return bad("MQTT_URL: bad %-escape in the user name");
     o.username = *user;
     if (colon != std::string_view::npos) {
-      auto pass = PercentDecode(info.substr(colon + 1));
+      auto pass = http::PercentDecode(info.substr(colon + 1), false);
       if (!pass) return bad("MQTT_URL: bad %-escape in the password");
       o.password = *pass;
     }
@@ -841,7 +817,7 @@ Result<mqtt::ClientOptions> MqttClientFrom(const Config& c) {
   std::string_view rest = m.topics;
   while (true) {
     const std::size_t comma = rest.find(',');
-    const std::string_view item = Trim(rest.substr(0, comma));
+    const std::string_view item = core::TrimBlanks(rest.substr(0, comma));
     if (!item.empty()) {
       if (Status s = mqtt::ValidateTopicFilter(item); !s) return bad("MQTT_TOPICS: " + s.error().message);
       o.topics.emplace_back(item);

@@ -7,6 +7,8 @@
 
 #include <boost/beast/http/field.hpp>
 
+#include "core/text.h"
+
 namespace iot::http {
 namespace {
 
@@ -24,12 +26,6 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
     if (Lower(a[i]) != Lower(b[i])) return false;
   }
   return true;
-}
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
 }
 
 // SplitPath splits "/a/b" into {"a", "b"} ("/" into nothing). Returns false when the path has
@@ -58,7 +54,7 @@ std::string_view PathParams::Get(std::string_view name) const {
 }
 
 bool MediaTypeMatches(std::string_view content_type, const std::vector<std::string>& allowed) {
-  const std::string_view media = Trim(content_type.substr(0, content_type.find(';')));
+  const std::string_view media = core::TrimBlanks(content_type.substr(0, content_type.find(';')));
   return std::any_of(allowed.begin(), allowed.end(),
                      [media](const std::string& a) { return EqualsIgnoreCase(media, a); });
 }

@@ -5,17 +5,13 @@
 #include <optional>
 #include <charconv>
 
+#include "core/text.h"
+
 namespace iot::services {
 namespace {
 
 namespace ip = boost::asio::ip;
 namespace bh = boost::beast::http;
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 // Normalise maps IPv4-mapped IPv6 addresses (::ffff:1.2.3.4) to IPv4.
 ip::address Normalise(const ip::address& a) {
@@ -27,7 +23,7 @@ ip::address Normalise(const ip::address& a) {
 
 // ParseForwarded parses one X-Forwarded-For element: an address, possibly "[v6]" or "v4:port".
 std::optional<ip::address> ParseForwarded(std::string_view s) {
-  s = Trim(s);
+  s = core::TrimBlanks(s);
   if (!s.empty() && s.front() == '[') {
     auto end = s.find(']');
     if (end == std::string_view::npos) return std::nullopt;
@@ -70,7 +66,7 @@ Result<std::vector<Cidr>> ParseCidrs(std::string_view list) {
   std::vector<Cidr> out;
   while (!list.empty()) {
     const auto comma = list.find(',');
-    const std::string_view item = Trim(list.substr(0, comma));
+    const std::string_view item = core::TrimBlanks(list.substr(0, comma));
     list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
     if (item.empty()) continue;
     const auto slash = item.find('/');

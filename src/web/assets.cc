@@ -5,6 +5,8 @@
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/status.hpp>
 
+#include "core/text.h"
+
 namespace iot::web {
 
 namespace bh = boost::beast::http;
@@ -18,11 +20,6 @@ const Asset* AssetSet::Find(std::string_view name) const {
 
 namespace {
 boost::beast::string_view Bsv(std::string_view s) { return {s.data(), s.size()}; }
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 std::string_view Opaque(std::string_view tag) {
   if (tag.starts_with("W/")) tag.remove_prefix(2);
   return tag;
@@ -33,7 +30,7 @@ bool IfNoneMatchMatches(std::string_view if_none_match, std::string_view etag) {
   std::string_view rest = if_none_match;
   while (!rest.empty()) {
     auto comma = rest.find(',');
-    std::string_view item = Trim(rest.substr(0, comma));
+    std::string_view item = core::TrimBlanks(rest.substr(0, comma));
     rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
     if (item == "*" || (!item.empty() && Opaque(item) == Opaque(etag))) return true;
   }
