@@ -555,10 +555,8 @@ int RunServer(const Config& c) {
   // The listeners.
   // RATE_LIMIT_CLIENT's buckets, kept by the ingest listener's admission check (declared before
   // the listeners, which use it until they are destroyed).
-  core::RateLimiter client_limiter({.rate = c.rate_limits.client,
-                                    .burst = c.rate_limits.client_burst > 0
-                                                 ? c.rate_limits.client_burst
-                                                 : c.rate_limits.client});
+  core::RateLimiter client_limiter(
+      {.rate = c.rate_limits.client, .burst = c.rate_limits.client_burst});
   std::unique_ptr<services::IngestService> ingest;
   std::unique_ptr<services::DashboardService> dashboard;
   std::unique_ptr<services::LiveStream> live;
@@ -584,9 +582,7 @@ int RunServer(const Config& c) {
     io.max_body_bytes = c.max_body_bytes;
     io.max_batch_bytes = c.max_batch_bytes;
     io.batch_max_items = c.batch_max_items;
-    io.device_rate.rate = c.rate_limits.device;
-    io.device_rate.burst =
-        c.rate_limits.device_burst > 0 ? c.rate_limits.device_burst : c.rate_limits.device;
+    io.device_rate = {.rate = c.rate_limits.device, .burst = c.rate_limits.device_burst};
     ingest = std::make_unique<services::IngestService>(io, *producer, registry, clock,
                                                        ingest_guard.get());
     auto router = std::make_shared<http::Router>();

@@ -9,6 +9,7 @@
 namespace iot::core {
 
 RateLimiter::RateLimiter(RateLimit limit) : limit_(limit) {
+  if (limit_.burst <= 0) limit_.burst = limit_.rate;
   limit_.burst = std::max(limit_.burst, 1.0);
   max_per_shard_ = std::max<std::size_t>(1, limit_.max_keys / kShards);
 }

@@ -30,7 +30,7 @@ namespace iot::core {
 
 struct RateLimit {
   double rate = 0;   // tokens per second; 0: no limit
-  double burst = 0;  // the bucket's size; below 1 counts as 1
+  double burst = 0;  // the bucket's size; 0: one second's worth (the rate); at least 1
   std::size_t max_keys = 100000;
 };
 

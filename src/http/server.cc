@@ -138,6 +138,11 @@ std::string FileStamp(const std::string& path) {
          std::to_string(st.st_mtim.tv_nsec);
 }
 
+// TlsStamp identifies the versions of a certificate and key pair.
+std::string TlsStamp(const TlsOptions& tls) {
+  return FileStamp(tls.cert_file) + "|" + FileStamp(tls.key_file);
+}
+
 // SessionStream is the StreamWriter of an accepted stream (stream.h). Writers (any thread) append
 // to `pending_`; the session takes it on its strand and writes it. `queued_` counts what was
 // written by the handler and not yet by the socket (pending and in flight): the bound.
@@ -242,7 +247,7 @@ struct Server::State {
     const auto now = Clock::now();
     if (now - tls_checked < options.tls->reload_check) return tls;
     tls_checked = now;
-    std::string stamp = FileStamp(options.tls->cert_file) + "|" + FileStamp(options.tls->key_file);
+    std::string stamp = TlsStamp(*options.tls);
     if (stamp == tls_stamp) return tls;
     tls_stamp = std::move(stamp);
     auto loaded = LoadTls(*options.tls);
@@ -956,8 +961,7 @@ Status Server::Start() {
     auto tls = LoadTls(*state_->options.tls);
     if (!tls) return tls.error();
     state_->tls = std::move(*tls);
-    state_->tls_stamp = FileStamp(state_->options.tls->cert_file) + "|" +
-                        FileStamp(state_->options.tls->key_file);
+    state_->tls_stamp = TlsStamp(*state_->options.tls);
     state_->tls_checked = Clock::now();
   }
   auto listener = std::make_shared<Listener>(io_, state_);

@@ -52,6 +52,15 @@ TEST(RateLimiterTest, RefillStopsAtTheBurst) {
   EXPECT_TRUE(limiter.Take("d", later));
 }
 
+TEST(RateLimiterTest, NoBurstGivenMeansOneSecondsWorth) {
+  RateLimiter limiter({.rate = 5});
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(limiter.Take("d", kT0)) << i;
+  EXPECT_TRUE(limiter.Take("d", kT0));
+  RateLimiter slow({.rate = 0.5});  // below one token a second: a bucket of one
+  EXPECT_FALSE(slow.Take("d", kT0));
+  EXPECT_TRUE(slow.Take("d", kT0));
+}
+
 TEST(RateLimiterTest, ZeroRateMeansNoLimit) {
   RateLimiter limiter({.rate = 0, .burst = 0});
   EXPECT_FALSE(limiter.enabled());
