@@ -18,22 +18,15 @@ import os
 import pathlib
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
 import time
 import urllib.request
 
+from system_bench import free_port  # the sibling benchmark's helper
+
 DEVICES = 100
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_ready(url, proc, timeout=20):
